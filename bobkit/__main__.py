@@ -1,0 +1,3 @@
+from bobkit.cli_app import main
+
+main()

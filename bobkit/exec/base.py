@@ -1,0 +1,69 @@
+"""What every executor shares: the run directory is prepared the same way and results land the same way.
+
+An executor receives RunSpecs in dependency order, skips finished runs (metrics.json present),
+writes spec.json into each run directory, and arranges for `bobkit run-one <run_dir>/spec.json`
+to run with BOBKIT_DATA pointing at the data root. verify and report never care which one ran.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol, Sequence
+
+from bobkit.plan import RunSpec
+from bobkit.results import RunDir
+
+
+@dataclass
+class RunOutcome:
+    run_id: str
+    state: str  # done, skipped, failed, interrupted
+    run_dir: Path
+    message: str = ""
+
+
+@dataclass
+class ExecutionReport:
+    outcomes: list[RunOutcome] = field(default_factory=list)
+
+    def count(self, state: str) -> int:
+        return sum(1 for o in self.outcomes if o.state == state)
+
+    @property
+    def failed(self) -> list[RunOutcome]:
+        return [o for o in self.outcomes if o.state in ("failed", "interrupted")]
+
+
+class Executor(Protocol):
+    name: str
+
+    def execute(self, specs: Sequence[RunSpec], runs_dir: Path, data_root: Path) -> ExecutionReport: ...
+
+
+def prepare(spec: RunSpec, runs_dir: Path) -> RunDir:
+    """Create the run directory and its spec.json (refusing a different spec under the same id)."""
+    run = RunDir.of(runs_dir, spec.experiment, spec.id)
+    run.path.mkdir(parents=True, exist_ok=True)
+    run.write_spec(spec.model_dump(mode="json"))
+    return run
+
+
+def order_by_dependencies(specs: Sequence[RunSpec]) -> list[RunSpec]:
+    """Upstream runs before the runs that read their checkpoints (stable otherwise)."""
+    by_id = {s.id: s for s in specs}
+    done: set[str] = set()
+    out: list[RunSpec] = []
+
+    def visit(s: RunSpec) -> None:
+        if s.id in done:
+            return
+        done.add(s.id)
+        for d in s.depends_on:
+            if d in by_id:
+                visit(by_id[d])
+        out.append(s)
+
+    for s in specs:
+        visit(s)
+    return out

@@ -1,0 +1,211 @@
+"""Experiment → fully resolved RunSpecs. Pure: no files written, no torch.
+
+A RunSpec holds everything a runner needs; its id is the hash of its canonical JSON, so the same
+run lands in the same directory from any process and a finished run is never run twice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any, Iterable
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from bobkit.errors import BadInput, unknown_id
+from bobkit.manifest.loader import Catalog, validate_hparams
+from bobkit.manifest.models import IMAGE_FAMILY, Backbone, Dataset, Deviation, GridEntry, Recipe, TaskFamily
+
+IMAGE_PREFIX = "bobkit"
+
+
+class RunSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: str
+    experiment: str
+    backbone: str
+    dataset: str
+    task: TaskFamily
+    protocol: str
+    recipe: str
+    image: str = Field(description="image reference of the task family, e.g. bobkit/classification")
+    image_family: str
+    seed: int
+    hparams: dict[str, Any]
+    backbone_spec: dict[str, Any]
+    dataset_spec: dict[str, Any]
+    smoke: bool = False
+    faithful: bool = False
+    deviations: list[str] = Field(default_factory=list, description="deviations whose authors' behaviour applies")
+    gpus: int = 1
+    gpu_hours: float = Field(description="bobkit's rough estimate, for scheduling")
+    depends_on: list[str] = Field(default_factory=list, description="run ids whose checkpoints this run reads")
+
+    def canonical(self) -> str:
+        return canonical_json(self.model_dump(mode="json", exclude={"id"}))
+
+
+def canonical_json(data: Any) -> str:
+    return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
+
+
+def run_id(body: dict[str, Any]) -> str:
+    return hashlib.sha256(canonical_json(body).encode()).hexdigest()[:16]
+
+
+def _make_spec(**body: Any) -> RunSpec:
+    probe = RunSpec(id="0" * 16, **body)
+    return probe.model_copy(update={"id": run_id(probe.model_dump(mode="json", exclude={"id"}))})
+
+
+# Smoke runs: tiny synthetic data, tiny images, a couple of steps. bobkit's own choice.
+SMOKE_HPARAMS: dict[str, dict[str, Any]] = {
+    "classification": {"epochs": 2, "warmup_epochs": 1, "batch_size": 8, "per_gpu_batch": 8, "resolution": 32,
+                       "amp": False},
+    "ood_classification": {"batch_size": 8, "per_gpu_batch": 8, "resolution": 32, "amp": False},
+    "retrieval": {"batch_size": 8, "per_gpu_batch": 8, "resolution": 32, "resize": 36, "amp": False},
+    "detection": {"epochs": 1, "warmup_iters": 2, "lr_steps": [1], "batch_size": 2, "per_gpu_batch": 2,
+                  "resolution": 64, "amp": False},
+}
+SMOKE_HPARAMS["ood_detection"] = SMOKE_HPARAMS["detection"]
+
+
+def _matches(dev: Deviation, recipe: Recipe, backbone: Backbone) -> bool:
+    f = dev.faithful
+    if f is None:
+        return False
+    if f.recipes and recipe.id not in f.recipes:
+        return False
+    if f.tasks and recipe.task not in f.tasks:
+        return False
+    if f.backbones and backbone.id not in f.backbones:
+        return False
+    if f.families and backbone.family not in f.families:
+        return False
+    return True
+
+
+def _chain_for_backbone(catalog: Catalog, recipe: Recipe, backbone: Backbone) -> dict[str, Any]:
+    hp = _chain_for_backbone(catalog, catalog.recipes[recipe.base], backbone) if recipe.base else {}
+    hp.update(recipe.hparams)
+    for ov in recipe.overrides:
+        if backbone.id in ov.backbones or backbone.family in ov.families:
+            hp.update(ov.set)
+    return hp
+
+
+def resolve_hparams(catalog: Catalog, recipe: Recipe, backbone: Backbone, *, lr: float | None, seed: int,
+                    smoke: bool, faithful: bool) -> tuple[dict[str, Any], list[str]]:
+    """Base chain (each level: hparams, then its per-backbone overrides), the lr of this grid point,
+    --faithful, --smoke: in that order."""
+    hp = dict(catalog.resolved_hparams[recipe.id])
+    hp.update(_chain_for_backbone(catalog, recipe, backbone))
+    if lr is not None:
+        hp["lr"] = lr
+    hp["seed"] = seed
+    applied: list[str] = []
+    if faithful:
+        for dev in catalog.deviations.values():
+            if _matches(dev, recipe, backbone):
+                hp.update(dev.faithful.hparams)
+                applied.append(dev.id)
+    if hp.get("resolution") is None:
+        hp["resolution"] = backbone.resolution
+    if smoke:
+        hp.update({k: v for k, v in SMOKE_HPARAMS[recipe.task].items() if k in hp or k == "resolution"})
+    return validate_hparams(catalog, recipe, hp, f" for backbone '{backbone.id}'"), applied
+
+
+def estimate_gpu_hours(backbone: Backbone, dataset: Dataset, hp: dict[str, Any], task: str) -> float:
+    """A coarse cost model (bobkit's own): images processed × per-image cost ∝ params × pixels.
+
+    Calibrated so a ViT-B/16 at 224 px trains at ~1000 images/s on one modern GPU.
+    """
+    train = dataset.splits.get("train") or dataset.splits.get("eval") or dataset.splits.get("database")
+    images = (train.images if train and train.images else 10_000)
+    if "query" in dataset.splits and dataset.splits["query"].images:
+        images += dataset.splits["query"].images
+    epochs = hp.get("epochs", 1)
+    res = hp.get("resolution") or backbone.resolution
+    cost = (backbone.params_m / 86.0) * (res / 224.0) ** 2
+    per_second = 1000.0 / max(cost, 0.05)
+    if task in ("detection", "ood_detection"):
+        per_second /= 40.0  # high resolution, two-stage heads
+    if epochs == 1 and task in ("retrieval", "ood_classification"):
+        per_second *= 3.0  # inference only
+    frac = hp.get("train_fraction") or {"1pct": 0.01, "10pct": 0.1}.get(hp.get("subset") or "", 1.0)
+    return round(images * frac * epochs / per_second / 3600.0, 4)
+
+
+def _pick(kind: str, wanted: list[str] | None, allowed: list[str]) -> list[str]:
+    if not wanted:
+        return allowed
+    return [x for x in allowed if x in wanted]
+
+
+def _check_filters(catalog: Catalog, backbones: list[str] | None, datasets: list[str] | None) -> None:
+    for b in backbones or []:
+        if b not in catalog.backbones:
+            raise unknown_id("backbone", b, sorted(catalog.backbones))
+    for d in datasets or []:
+        if d not in catalog.datasets:
+            raise unknown_id("dataset", d, sorted(catalog.datasets))
+
+
+def spec_for(catalog: Catalog, experiment: str, recipe: Recipe, backbone: Backbone, dataset: Dataset, *,
+             lr: float | None, seed: int, smoke: bool, faithful: bool, depends_on: list[str] = ()) -> RunSpec:
+    hp, applied = resolve_hparams(catalog, recipe, backbone, lr=lr, seed=seed, smoke=smoke, faithful=faithful)
+    family = IMAGE_FAMILY[recipe.task]
+    dataset_spec = dataset.model_dump(mode="json")
+    dataset_spec["synthetic"] = smoke
+    return _make_spec(
+        experiment=experiment, backbone=backbone.id, dataset=dataset.id, task=recipe.task,
+        protocol=recipe.protocol, recipe=recipe.id, image=f"{IMAGE_PREFIX}/{family}", image_family=family,
+        seed=seed, hparams=hp, backbone_spec=backbone.model_dump(mode="json"), dataset_spec=dataset_spec,
+        smoke=smoke, faithful=faithful, deviations=applied, gpus=1 if smoke else recipe.gpus,
+        gpu_hours=estimate_gpu_hours(backbone, dataset, hp, recipe.task), depends_on=list(depends_on),
+    )
+
+
+def _grid_lrs(entry: GridEntry, recipe: Recipe, smoke: bool) -> list[float | None]:
+    """The lrs of a grid point; a smoke run keeps only the first."""
+    lrs: list[float | None] = list(entry.lrs or recipe.lr_grid or [None])
+    return lrs[:1] if smoke else lrs
+
+
+def plan(catalog: Catalog, experiment_id: str, *, backbones: Iterable[str] | None = None,
+         datasets: Iterable[str] | None = None, smoke: bool = False, faithful: bool = False) -> list[RunSpec]:
+    """Every run an experiment needs, upstream runs (e.g. the fine-tune an OOD eval reads) first."""
+    if experiment_id not in catalog.experiments:
+        raise unknown_id("experiment", experiment_id, sorted(catalog.experiments))
+    backbones = list(backbones) if backbones else None
+    datasets = list(datasets) if datasets else None
+    _check_filters(catalog, backbones, datasets)
+    exp = catalog.experiments[experiment_id]
+    if smoke:
+        backbones = backbones or (list(exp.smoke.backbones) or None)
+        datasets = datasets or (list(exp.smoke.datasets) or None)
+    specs: dict[str, RunSpec] = {}
+    for entry in exp.grid:
+        recipe = catalog.recipes[entry.recipe]
+        for b in _pick("backbone", backbones, entry.backbones):
+            backbone = catalog.backbones[b]
+            for d in _pick("dataset", datasets, entry.datasets):
+                dataset = catalog.datasets[d]
+                for lr in _grid_lrs(entry, recipe, smoke):
+                    for seed in entry.seeds:
+                        deps: list[str] = []
+                        if entry.upstream:
+                            up = spec_for(catalog, experiment_id, catalog.recipes[entry.upstream], backbone,
+                                          catalog.datasets[entry.upstream_dataset], lr=None, seed=seed,
+                                          smoke=smoke, faithful=faithful)
+                            specs.setdefault(up.id, up)  # upstream runs even outside the smoke subset
+                            deps = [up.id]
+                        spec = spec_for(catalog, experiment_id, recipe, backbone, dataset, lr=lr, seed=seed,
+                                        smoke=smoke, faithful=faithful, depends_on=deps)
+                        specs.setdefault(spec.id, spec)
+    if not specs and (backbones or datasets):
+        raise BadInput(f"no run of experiment '{experiment_id}' matches the --backbone/--dataset filters; "
+                       f"`bobkit show {experiment_id}` lists its grid")
+    return list(specs.values())

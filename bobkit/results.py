@@ -1,0 +1,140 @@
+"""Run directories: where a run's spec, metrics, log and checkpoints live, written atomically.
+
+runs/<experiment>/<run id>/{spec.json, metrics.json, status.json, log.txt, checkpoints/}
+A run is finished when metrics.json exists; nothing else is ever taken as a result.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+from bobkit.errors import BadInput
+
+SPEC = "spec.json"
+METRICS = "metrics.json"
+STATUS = "status.json"
+LOG = "log.txt"
+CHECKPOINTS = "checkpoints"
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write to a temporary file in the same folder, fsync, then rename: readers never see half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_json(path: Path, data: Any) -> None:
+    atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True, allow_nan=False) + "\n")
+
+
+def read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise BadInput(f"{path}: file not found") from None
+    except json.JSONDecodeError as exc:
+        raise BadInput(f"{path}: not valid JSON (line {exc.lineno}): {exc.msg}") from None
+
+
+@dataclass(frozen=True)
+class RunDir:
+    path: Path
+
+    @classmethod
+    def of(cls, runs_dir: Path, experiment: str, run_id: str) -> "RunDir":
+        return cls(Path(runs_dir) / experiment / run_id)
+
+    @property
+    def spec_path(self) -> Path:
+        return self.path / SPEC
+
+    @property
+    def metrics_path(self) -> Path:
+        return self.path / METRICS
+
+    @property
+    def status_path(self) -> Path:
+        return self.path / STATUS
+
+    @property
+    def log_path(self) -> Path:
+        return self.path / LOG
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.path / CHECKPOINTS
+
+    def is_finished(self) -> bool:
+        return self.metrics_path.is_file()
+
+    def status(self) -> str:
+        """done, failed, interrupted, running, or pending."""
+        if self.is_finished():
+            return "done"
+        if self.status_path.is_file():
+            try:
+                return json.loads(self.status_path.read_text()).get("state", "pending")
+            except (json.JSONDecodeError, OSError):
+                return "pending"
+        return "pending"
+
+    def set_status(self, state: str, **extra: Any) -> None:
+        atomic_write_json(self.status_path, {"state": state, **extra})
+
+    def write_spec(self, spec_json: dict[str, Any]) -> None:
+        if self.spec_path.is_file():
+            existing = read_json(self.spec_path)
+            if existing != spec_json:
+                raise BadInput(f"{self.spec_path}: a different spec already lives under this run id; "
+                               "remove the folder or use another --runs-dir")
+            return
+        atomic_write_json(self.spec_path, spec_json)
+
+    def metrics(self) -> dict[str, Any] | None:
+        return read_json(self.metrics_path) if self.is_finished() else None
+
+
+def iter_runs(runs_dir: Path, experiment: str | None = None) -> Iterator[RunDir]:
+    """Every run directory (one holding spec.json) under runs_dir, optionally of one experiment."""
+    root = Path(runs_dir)
+    if not root.is_dir():
+        return
+    exps = [root / experiment] if experiment else sorted(p for p in root.iterdir() if p.is_dir())
+    for exp_dir in exps:
+        if not exp_dir.is_dir():
+            continue
+        for run in sorted(exp_dir.iterdir()):
+            if (run / SPEC).is_file():
+                yield RunDir(run)
+
+
+def finished_results(runs_dir: Path, experiment: str | None = None) -> list[dict[str, Any]]:
+    """One flat record per finished run: its spec's keys plus its metrics."""
+    rows = []
+    for run in iter_runs(runs_dir, experiment):
+        m = run.metrics()
+        if m is None:
+            continue
+        spec = read_json(run.spec_path)
+        rows.append({
+            "run_id": spec["id"], "experiment": spec["experiment"], "backbone": spec["backbone"],
+            "dataset": spec["dataset"], "recipe": spec["recipe"], "task": spec["task"],
+            "protocol": spec["protocol"], "lr": spec["hparams"].get("lr"), "seed": spec["seed"],
+            "smoke": spec.get("smoke", False), "metrics": m.get("metrics", {}),
+        })
+    return rows
