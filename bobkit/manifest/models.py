@@ -16,11 +16,13 @@ ImageFamily = Literal["classification", "detection"]
 BackboneKind = Literal[
     "supervised", "self-supervised", "vision-language", "generative", "depth", "copy-detection"
 ]
-ArchFamily = Literal["resnet", "convnext", "swinv2", "vit", "clip_resnet", "sd_unet"]
+ArchFamily = Literal["resnet", "convnext", "swinv2", "vit", "clip_resnet", "sd_unet", "custom"]
 WeightsFormat = Literal[
     "timm", "torchvision", "moco_v3", "dino", "mae", "vicreg", "vicregl", "midas", "sam",
     "openai_clip", "open_clip", "stable_diffusion", "sscd_torchscript", "deit",
     "convnext_official", "swinv2_official",
+    "checkpoint",  # a user's state_dict for the timm architecture (gauntlet)
+    "python",  # the user's entry point loads its own weights (gauntlet)
 ]
 
 # The task family that decides which container image a run needs.
@@ -50,14 +52,17 @@ class WeightsSource(Strict):
     url: str | None = None
     hub_id: str | None = Field(None, description="Hugging Face hub repository id")
     hub_file: str | None = None
+    path: str | None = Field(None, description="a local checkpoint file (user backbones)")
     sha256: str | None = None
     gated: bool = Field(False, description="needs a Hugging Face token (licence acceptance)")
     note: str | None = None
 
     @model_validator(mode="after")
     def _has_a_location(self) -> "WeightsSource":
-        if not (self.timm_name or self.url or self.hub_id):
-            raise ValueError("weights need one of timm_name, url or hub_id")
+        if self.format == "python":
+            return self
+        if not (self.timm_name or self.url or self.hub_id or self.path):
+            raise ValueError("weights need one of timm_name, url, hub_id or path")
         if self.sha256 is not None and (len(self.sha256) != 64 or not _is_hex(self.sha256)):
             raise ValueError("sha256 must be 64 hexadecimal characters")
         return self
@@ -72,7 +77,9 @@ class Backbone(Sourced):
     name: str = Field(description="display name as in the paper")
     architecture: str = Field(description="architecture, e.g. ViT-B/16")
     family: ArchFamily
-    timm_model: str = Field(description="timm architecture name that builds the network")
+    timm_model: str = Field(description="timm architecture name that builds the network "
+                                        "(open_clip name for clip_resnet; 'entry' for custom)")
+    entry: str | None = Field(None, description="user backbone: 'module:function' returning a torch module")
     timm_kwargs: dict[str, Any] = Field(default_factory=dict)
     params_m: float = Field(gt=0, description="backbone parameters in millions, without classifier head")
     method: str = Field(description="pretraining method, e.g. DINO, CLIP, supervised")
