@@ -63,7 +63,8 @@ def _make_spec(**body: Any) -> RunSpec:
 SMOKE_HPARAMS: dict[str, dict[str, Any]] = {
     "classification": {"epochs": 2, "warmup_epochs": 1, "batch_size": 8, "per_gpu_batch": 8, "resolution": 32,
                        "amp": False},
-    "ood_classification": {"batch_size": 8, "per_gpu_batch": 8, "resolution": 32, "amp": False},
+    "ood_classification": {"epochs": 2, "warmup_epochs": 1, "batch_size": 8, "per_gpu_batch": 8, "resolution": 32,
+                           "amp": False},
     "retrieval": {"batch_size": 8, "per_gpu_batch": 8, "resolution": 32, "resize": 36, "amp": False},
     "detection": {"epochs": 1, "warmup_iters": 2, "lr_steps": [1], "batch_size": 2, "per_gpu_batch": 2,
                   "resolution": 64, "amp": False},

@@ -55,9 +55,19 @@ def list_cmd(kind: Annotated[Kind, typer.Argument(help="What to list.")],
 
 @app.command("show")
 def show_cmd(entry_id: Annotated[str, typer.Argument(metavar="ID", help="Any manifest id.")],
-             json_out: JsonOpt = False, manifests: ManifestsOpt = None) -> None:
+             json_out: JsonOpt = False, manifests: ManifestsOpt = None,
+             measure: Annotated[bool, typer.Option("--measure", help="Build the backbone(s) at random init and "
+                                                   "measure them (a backbone, or a synopsis table: table1).")] = False,
+             ) -> None:
     """Show the resolved view of one manifest entry (recipes with their inherited hparams)."""
     catalog = load(manifests)
+    if measure:
+        from bobkit.synopsis import show_measured
+
+        code = show_measured(catalog, entry_id, json_out=json_out)
+        if code:
+            raise typer.Exit(code)
+        return
     kind, entry = catalog.find(entry_id)
     data = entry.model_dump(mode="json")
     data["kind"] = kind[:-1]

@@ -1,1 +1,36 @@
-"""Executors hand RunSpecs to something that runs `bobkit run-one`: this host, Docker, or Slurm."""
+"""Executors hand RunSpecs to something that runs `bobkit run-one`: this host, Docker, or Slurm.
+
+EXECUTORS maps a name (`bobkit reproduce --executor NAME`) to "module:Class"; a new executor is
+one entry here plus its module. `create(name, **options)` passes each executor the options its
+constructor accepts (e.g. `gpus`, `progress`) and ignores the rest.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+from typing import Any
+
+from bobkit.errors import BadInput
+
+EXECUTORS: dict[str, str] = {
+    "local": "bobkit.exec.local:LocalExecutor",
+    "slurm": "bobkit.exec.slurm:SlurmExecutor",
+    "docker": "bobkit.exec.docker:DockerExecutor",
+}
+
+
+def executor_class(name: str) -> type:
+    if name not in EXECUTORS:
+        raise BadInput(f"unknown executor '{name}'; known: {', '.join(sorted(EXECUTORS))}")
+    module, cls = EXECUTORS[name].split(":")
+    return getattr(importlib.import_module(module), cls)
+
+
+def create(name: str, **options: Any):
+    """An executor built with the options its constructor takes (None values are left to its defaults)."""
+    cls = executor_class(name)
+    params = inspect.signature(cls).parameters
+    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    chosen = {k: v for k, v in options.items() if v is not None and (takes_any or k in params)}
+    return cls(**chosen)

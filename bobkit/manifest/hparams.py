@@ -88,6 +88,7 @@ class RetrievalHparams(Hparams):
 
 
 class DetectionHparams(TrainHparams):
+    engine: Literal["mmdet"] = Field("mmdet", description="detection engine (bobkit.tasks.detection.engine)")
     detector: Literal["cascade_mask_rcnn", "cascade_rcnn"]
     neck: Literal["auto", "fpn", "simple_fpn"] = "auto"
     frozen: bool = False

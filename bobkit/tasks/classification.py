@@ -1,0 +1,139 @@
+"""Classification runner: fine-tuning, linear probing, 1 %/10 % ImageNet, CheXpert (BoB §1).
+
+`run(spec, run_dir, data_root)` reads everything from the RunSpec: the protocols differ only in
+their hparams (which parameters train, which head, which optimizer and augmentation), so one
+path serves them all. The reported metric is the best epoch's, as the authors report it
+(timm's "best metric"); the last epoch's is kept next to it (`top1_last`).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from bobkit import provenance
+from bobkit.errors import BadInput
+from bobkit.results import RunDir
+
+log = logging.getLogger("bobkit.run")
+
+
+def run(spec, run_dir: RunDir, data_root: Path) -> dict[str, float]:
+    from bobkit.tasks import cls_runtime
+
+    rt = cls_runtime.start(spec.hparams, smoke=spec.smoke)
+    try:
+        return _run(spec, run_dir, Path(data_root), rt)
+    finally:
+        cls_runtime.stop(rt)
+
+
+def _run(spec, run_dir: RunDir, data_root: Path, rt) -> dict[str, float]:
+    from bobkit.tasks import cls_checkpoint as ckpt
+    from bobkit.tasks.cls_data import image_datasets, normalisation, open_data, train_batches, eval_batches
+    from bobkit.tasks.cls_eval import evaluate
+    from bobkit.tasks.cls_model import backbone_crop_pct, build_classifier, head_kind, trainable_param_groups
+    from bobkit.tasks.cls_train import Fit
+
+    hp = spec.hparams
+    if rt.is_main:
+        provenance.record(run_dir.path, "runtime", rt.describe())
+    data = open_data(spec, run_dir.path, data_root)
+    log.info("data: %s (%s) %d training / %d evaluation images, %d classes%s", spec.dataset,
+             "synthetic" if data.synthetic else data.root, len(data.train.items), len(data.eval.items),
+             data.num_classes, ", multi-label" if data.multilabel else "")
+    for note in data.notes:
+        log.info("data: %s", note)
+    model, built = build_classifier(spec, data.num_classes)
+    mean, std = normalisation(data, built)
+    crop_pct = hp.get("crop_pct") or backbone_crop_pct(built)
+    batch = int(hp["per_gpu_batch"])
+    checkpoints = run_dir.checkpoints
+    checkpoints.mkdir(parents=True, exist_ok=True)
+    common = dict(hp=hp, rt=rt, checkpoints=checkpoints, run_id=spec.id, num_classes=data.num_classes,
+                  multilabel=data.multilabel, per_update_schedule=spec.protocol == "linear_probe",
+                  summary_csv=run_dir.path / "summary.csv" if rt.is_main else None)
+
+    if hp.get("feature_cache"):
+        from bobkit.tasks import cls_probe
+
+        if hp.get("trainable", "all") != "head":
+            raise BadInput(f"recipe '{spec.recipe}': feature_cache needs a frozen backbone (trainable: head)")
+        if rt.is_main:
+            provenance.note_deviation(run_dir.path, *cls_probe.DEVIATION)
+        train_set, eval_set = image_datasets(data, hp, mean, std, crop_pct, augment=False)
+        train_f = eval_f = None
+        if ckpt.finished_state(checkpoints, spec.id) is None:
+            model.backbone.to(rt.device)
+            train_f, eval_f = cls_probe.cached_features(model.backbone, train_set, eval_set, rt, batch, checkpoints,
+                                                        spec.id)
+        fit = Fit(model=model.head, param_groups=trainable_param_groups(model, float(hp["weight_decay"]), None),
+                  train=cls_probe.feature_batches(train_f, rt, batch, spec.seed) if train_f is not None else None,
+                  evaluate=cls_probe.head_evaluator(eval_f, rt, batch, multilabel=data.multilabel,
+                                                    num_classes=data.num_classes, class_names=data.train.classes),
+                  **common)
+        result = fit.run()
+        final_state = None
+        if rt.is_main:
+            best = _best_weights(checkpoints, result.best_epoch)
+            if best is None:  # killed after final.pt was written: it already holds the whole classifier
+                final_state = ckpt.load(checkpoints / ckpt.FINAL)["model"]
+            else:
+                model.head.load_state_dict(best)
+                final_state = model.state_dict()
+    else:
+        train_set, eval_set = image_datasets(data, hp, mean, std, crop_pct, augment=True)
+        eval_loader = eval_batches(eval_set, rt, batch)
+
+        def evaluate_images(m):
+            return evaluate(m, eval_loader, rt, multilabel=data.multilabel, num_classes=data.num_classes,
+                            class_names=data.train.classes)
+
+        groups = trainable_param_groups(model, float(hp["weight_decay"]), hp.get("layer_decay"))
+        fit = Fit(model=model, param_groups=groups, train=train_batches(train_set, rt, batch, spec.seed),
+                  evaluate=evaluate_images, **common)
+        result = fit.run()
+        final_state = None
+        if rt.is_main:
+            final_state = _best_weights(checkpoints, result.best_epoch) or ckpt.load(checkpoints / ckpt.FINAL)["model"]
+
+    if rt.is_main:
+        ckpt.atomic_save(ckpt.final_checkpoint(final_state, num_classes=data.num_classes, backbone=spec.backbone,
+                                               head=head_kind(hp), epoch=result.best_epoch,
+                                               drop=float(hp.get("drop", 0.0)), resolution=int(hp["resolution"]),
+                                               classes=data.train.classes), checkpoints / ckpt.FINAL)
+        ckpt.atomic_save(ckpt.finished_marker(spec.id, len(result.history), result.history, result.best,
+                                              result.best_epoch), checkpoints / ckpt.LAST)
+        ckpt.prune_best(checkpoints, None)
+        from bobkit.tasks.cls_probe import FEATURES
+
+        (checkpoints / FEATURES).unlink(missing_ok=True)  # the probe's feature cache serves training only
+        provenance.record(run_dir.path, "training", {
+            "best_epoch": result.best_epoch, "epochs": len(result.history), "resumed_from_epoch": result.resumed_from,
+            "train_loss_first": result.history[0]["train_loss"], "train_loss_last": result.history[-1]["train_loss"],
+            "train_images": len(data.train.items), "eval_images": len(data.eval.items),
+            "num_classes": data.num_classes, "synthetic_data": data.synthetic, "data_notes": data.notes,
+        })
+    return summarise(result.best, result.last, hp.get("eval_metric", "top1"))
+
+
+def _best_weights(checkpoints: Path, epoch: int) -> dict[str, Any] | None:
+    """The best epoch's weights saved while training (None once final.pt has taken them over)."""
+    from bobkit.tasks import cls_checkpoint as ckpt
+
+    path = ckpt.best_path(checkpoints, epoch)
+    return ckpt.load(path)["model"] if path.is_file() else None
+
+
+def summarise(best: dict[str, Any], last: dict[str, Any], metric: str) -> dict[str, float]:
+    """The best epoch's metrics under their own names, the last epoch's with a `_last` suffix."""
+    names = ["auc"] + sorted(k for k in best if k.startswith("auc_")) if metric == "auc" else ["top1", "top5"]
+    out: dict[str, float] = {}
+    for n in names:
+        if n in best:
+            out[n] = float(best[n])
+    for n in names[:1] + (["top5"] if metric != "auc" else []):
+        if n in last:
+            out[f"{n}_last"] = float(last[n])
+    return out

@@ -1,0 +1,75 @@
+"""Checkpoints of a classification run, written atomically so a kill never leaves half a file.
+
+checkpoints/last.pt   everything a resumed run needs (model, optimizer, scheduler, scaler, epoch,
+                      RNG states, per-epoch history, the best epoch so far); rewritten every epoch.
+                      Once final.pt exists it shrinks to a marker (history, no weights): a finished
+                      run keeps one copy of its weights, and a kill before metrics.json costs nothing
+checkpoints/best-<epoch>.pt  the best epoch's model weights while training runs; written before
+                      last.pt, and older ones removed after it, so the one last.pt names always exists
+checkpoints/final.pt  {"model", "num_classes", "backbone", "head", "drop", "resolution", "epoch",
+                      "classes"}: the classifier the OOD evaluator and others read (the best epoch's
+                      weights, as the authors select); cls_model.load_classifier rebuilds it
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+LAST = "last.pt"
+FINAL = "final.pt"
+
+
+def best_path(checkpoints: Path, epoch: int) -> Path:
+    return checkpoints / f"best-{epoch}.pt"
+
+
+def prune_best(checkpoints: Path, keep_epoch: int | None) -> None:
+    """Remove best-<epoch>.pt files other than the one last.pt names (a kill can leave a newer one)."""
+    for p in checkpoints.glob("best-*.pt"):
+        if keep_epoch is None or p.name != best_path(checkpoints, keep_epoch).name:
+            p.unlink(missing_ok=True)
+
+
+def atomic_save(obj: Any, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    os.close(fd)
+    try:
+        torch.save(obj, tmp)
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def load(path: Path) -> dict[str, Any]:
+    # Our own files: they hold RNG states and optimizer state, not only tensors.
+    return torch.load(path, map_location="cpu", weights_only=False)
+
+
+def finished_marker(run_id: str, epoch: int, history: list, best: dict, best_epoch: int) -> dict[str, Any]:
+    return {"run_id": run_id, "finished": True, "epoch": epoch, "history": history, "best": best,
+            "best_epoch": best_epoch}
+
+
+def finished_state(checkpoints: Path, run_id: str) -> dict[str, Any] | None:
+    """The finished marker when training is over (final.pt written and last.pt shrunk), else None."""
+    last, final = checkpoints / LAST, checkpoints / FINAL
+    if not (final.is_file() and last.is_file()):
+        return None
+    state = load(last)
+    return state if state.get("run_id") == run_id and state.get("finished") else None
+
+
+def final_checkpoint(state_dict: dict[str, Any], *, num_classes: int, backbone: str, head: str, epoch: int,
+                     drop: float = 0.0, resolution: int | None = None, classes: list[str] | None = None) -> dict[str, Any]:
+    return {"model": state_dict, "num_classes": num_classes, "backbone": backbone, "head": head, "drop": drop,
+            "resolution": resolution, "epoch": epoch, "classes": classes}

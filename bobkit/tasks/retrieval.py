@@ -1,0 +1,267 @@
+"""Retrieval runner: frozen-backbone embeddings of queries and database, exact inner-product search,
+and the authors' retrieval metrics (mAP, MRR, precision@k, recall@k; docs/metrics.md).
+
+No training. Features are L2-normalised (hparam l2_normalize) and cached under
+<run_dir>/features/ as .npy next to a fingerprint of what produced them, so a rerun (after a
+crash in search, or with the same spec) does not extract them again.
+
+Preprocessing follows the spec: Resize(resize, bicubic) → CenterCrop(resolution) → normalise with
+the backbone's mean/std (`normalization: backbone`) or ImageNet's (`imagenet`, the authors' choice
+for every backbone); ROxford/RParis images are thumbnailed to 224 px first, as the authors do.
+The feature is the backbone's pooled embedding (`feature: pooled`) or a 1000-way head's output
+(`head_logits`, the authors' choice for VICReg and MiDaS).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from bobkit.data.retrieval import RetrievalSet, read_retrieval_set
+from bobkit.errors import BadInput
+from bobkit.metrics.retrieval import RetrievalScores
+from bobkit.results import RunDir, atomic_write_json
+from bobkit.search import InnerProductIndex, l2_normalize
+
+log = logging.getLogger("bobkit.run")
+
+DEFAULT_CROP_PCT = 0.875  # resize = resolution / 0.875 when the spec leaves `resize` unset (224 → 256)
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+HEAD_CLASSES = 1000
+FEATURES_DIR = "features"
+
+
+# ---------------------------------------------------------------- preprocessing
+
+
+class Thumbnail:
+    """PIL's in-place thumbnail (fit within size × size, keep aspect), as the authors apply to Oxford/Paris."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+
+    def __call__(self, img):
+        from PIL import Image
+
+        img = img.copy()
+        img.thumbnail((self.size, self.size), Image.Resampling.LANCZOS)
+        return img
+
+    def __repr__(self) -> str:
+        return f"Thumbnail({self.size})"
+
+
+def resize_for(hp: dict[str, Any]) -> int:
+    return int(hp.get("resize") or round(int(hp["resolution"]) / DEFAULT_CROP_PCT))
+
+
+def normalisation(hp: dict[str, Any], backbone_spec: dict[str, Any]) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """The backbone's own mean/std, or ImageNet's (what the authors used for every backbone)."""
+    if hp.get("normalization", "backbone") == "imagenet":
+        return IMAGENET_MEAN, IMAGENET_STD
+    return tuple(backbone_spec.get("mean") or IMAGENET_MEAN), tuple(backbone_spec.get("std") or IMAGENET_STD)
+
+
+def retrieval_transform(hp: dict[str, Any], backbone_spec: dict[str, Any], thumbnail: int | None = None):
+    from torchvision import transforms as T
+
+    mean, std = normalisation(hp, backbone_spec)
+    steps: list[Callable] = [Thumbnail(thumbnail)] if thumbnail else []
+    steps += [T.Resize(resize_for(hp), interpolation=T.InterpolationMode.BICUBIC),
+              T.CenterCrop(int(hp["resolution"])), T.ToTensor(), T.Normalize(mean, std)]
+    return T.Compose(steps)
+
+
+def describe_transform(transform) -> str:
+    return " → ".join(" ".join(repr(t).split()) for t in transform.transforms)
+
+
+# ---------------------------------------------------------------- the embedding model
+
+
+def embedding_model(spec, rt):
+    """The backbone (pretrained unless smoke) returning pooled features, or 1000-way head outputs.
+
+    `feature: head_logits` gives the backbone a new 1000-way classifier (the zoo's num_classes): the
+    authors read model(x) of models whose head was not in the checkpoint (VICReg: randomly
+    initialised); bobkit's head is drawn from the run's seed (cls_runtime.start seeds torch).
+    """
+    import torch
+
+    from bobkit.backbones import build
+
+    hp = spec.hparams
+    head = hp.get("feature", "pooled") == "head_logits"
+    built = build(spec.backbone_spec, pretrained=bool(hp.get("pretrained", True)) and not spec.smoke,
+                  img_size=hp.get("resolution"), num_classes=HEAD_CLASSES if head else 0)
+    if built.load_report:
+        log.info("backbone %s: %s (%s)", spec.backbone, built.weights, built.load_report)
+    model = built.model.to(rt.device).eval()
+    if rt.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    return model, built
+
+
+# ---------------------------------------------------------------- features (cached)
+
+
+def fingerprint(paths: list[Path], root: Path, settings: dict[str, Any]) -> str:
+    h = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode())
+    for p in paths:
+        try:
+            rel = p.relative_to(root)
+        except ValueError:
+            rel = p
+        h.update(str(rel).encode() + b"\0")
+    return h.hexdigest()
+
+
+def _atomic_save_npy(path: Path, array: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".npy", dir=path.parent)
+    os.close(fd)
+    try:
+        np.save(tmp, array)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+class FeatureCache:
+    """<run_dir>/features/<split>.npy plus features.json {split: fingerprint, shape}."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.index_path = folder / "features.json"
+
+    def _index(self) -> dict[str, Any]:
+        if not self.index_path.is_file():
+            return {}
+        try:
+            return json.loads(self.index_path.read_text())
+        except json.JSONDecodeError:
+            return {}
+
+    def load(self, split: str, key: str) -> np.ndarray | None:
+        entry = self._index().get(split)
+        path = self.folder / f"{split}.npy"
+        if not entry or entry.get("fingerprint") != key or not path.is_file():
+            return None
+        array = np.load(path)
+        return array if list(array.shape) == entry.get("shape") else None
+
+    def store(self, split: str, key: str, array: np.ndarray) -> None:
+        _atomic_save_npy(self.folder / f"{split}.npy", array)
+        index = self._index()
+        index[split] = {"fingerprint": key, "shape": list(array.shape)}
+        atomic_write_json(self.index_path, index)
+
+
+def extract(model, paths: list[Path], transform, rt, batch_size: int, label: str) -> np.ndarray:
+    """Embeddings of `paths` in order (float32, one row per image), with a progress bar."""
+    import torch
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    from torch.utils.data import DataLoader
+
+    from bobkit.data.classification import LabelledImages, LabelledSplit
+    from bobkit.tasks.cls_runtime import default_workers
+
+    images = LabelledImages(LabelledSplit([(p, 0) for p in paths], ["image"]), transform)
+    loader = DataLoader(images, batch_size=batch_size, shuffle=False, num_workers=default_workers(rt),
+                        pin_memory=rt.device.type == "cuda")
+    chunks: list[np.ndarray] = []
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    with Progress(*columns, transient=True) as progress, torch.inference_mode():
+        task = progress.add_task(f"{label} features", total=len(paths))
+        for x, _ in loader:
+            x = x.to(rt.device, non_blocking=True)
+            if rt.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            with rt.autocast():
+                out = model(x)
+            chunks.append(out.float().reshape(out.shape[0], -1).cpu().numpy())
+            progress.advance(task, x.shape[0])
+    return np.concatenate(chunks) if chunks else np.zeros((0, 0), dtype=np.float32)
+
+
+def features_for(split: str, paths: list[Path], root: Path, spec, rt, model_factory, transform,
+                 cache: FeatureCache) -> np.ndarray:
+    hp = spec.hparams
+    settings = {"backbone": spec.backbone_spec.get("id"), "weights": spec.backbone_spec.get("weights"),
+                "smoke": spec.smoke, "transform": repr(transform), "feature": hp.get("feature", "pooled"),
+                "pretrained": hp.get("pretrained", True), "l2_normalize": hp.get("l2_normalize", True)}
+    key = fingerprint(paths, root, settings)
+    cached = cache.load(split, key)
+    if cached is not None:
+        log.info("%s features: %d × %d read from %s", split, *cached.shape, cache.folder)
+        return cached
+    feats = extract(model_factory(), paths, transform, rt, int(hp["per_gpu_batch"]), split)
+    if not np.all(np.isfinite(feats)):
+        raise RuntimeError(f"{split} features contain NaN or inf (backbone {spec.backbone})")
+    if hp.get("l2_normalize", True):
+        feats = l2_normalize(feats)
+    cache.store(split, key, feats.astype(np.float32))
+    log.info("%s features: %d × %d extracted", split, *feats.shape)
+    return feats
+
+
+# ---------------------------------------------------------------- the run
+
+
+def evaluate(query: np.ndarray, database: np.ndarray, rset: RetrievalSet, ks: list[int]) -> dict[str, float]:
+    """Rank the whole database for every query (exact inner product) and score the rankings."""
+    index = InnerProductIndex(database)
+    log.info("search: %s index (%s), %d queries × %d database vectors of dimension %d",
+             index.backend, index.device, query.shape[0], database.shape[0], database.shape[1])
+    scores = RetrievalScores(ks)
+    for start, _, ids in index.rank(query):
+        scores.add_many(ids, rset.truths[start:start + ids.shape[0]], database.shape[0])
+    if scores.n_empty:
+        log.info("%d of %d queries have no positive in the database (left out of mAP, P@k, R@k)",
+                 scores.n_empty, scores.n_queries)
+    return scores.summary()
+
+
+def run(spec, run_dir: RunDir, data_root: Path) -> dict[str, float]:
+    from bobkit.tasks.cls_data import dataset_root
+    from bobkit.tasks.cls_runtime import start, stop
+
+    if spec.task != "retrieval":
+        raise BadInput(f"run {spec.id}: the retrieval runner got a '{spec.task}' spec")
+    hp = spec.hparams
+    rt = start(hp)
+    try:
+        root, synthetic = dataset_root(spec, run_dir.path, Path(data_root))
+        rset = read_retrieval_set(spec.dataset_spec, root, hp)
+        log.info("%s%s: %s", spec.dataset, " (synthetic)" if synthetic else "", rset.describe())
+        for note in rset.notes:
+            log.info("  %s", note)
+        transform = retrieval_transform(hp, spec.backbone_spec, rset.thumbnail)
+        log.info("preprocessing: %s; feature %s", describe_transform(transform), hp.get("feature", "pooled"))
+        cache = FeatureCache(run_dir.path / FEATURES_DIR)
+        built_model: list[Any] = []
+
+        def model_factory():
+            if not built_model:
+                built_model.append(embedding_model(spec, rt)[0])
+            return built_model[0]
+
+        query = features_for("query", rset.queries, root, spec, rt, model_factory, transform, cache)
+        database = features_for("database", rset.database, root, spec, rt, model_factory, transform, cache)
+        if query.shape[1] != database.shape[1]:
+            raise RuntimeError(f"query features have dimension {query.shape[1]}, database {database.shape[1]}")
+        metrics = evaluate(query, database, rset, [int(k) for k in hp.get("ks", [1, 5, 10])])
+        log.info("retrieval %s: %s", spec.dataset, "  ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
+        return metrics
+    finally:
+        stop(rt)
