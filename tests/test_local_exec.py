@@ -167,6 +167,7 @@ def test_detection_runs_without_mmdet_are_environment_missing(catalog, tmp_path,
                     image="bobkit/detection")
     runs = tmp_path / "runs"
     monkeypatch.delenv("BOBKIT_DETECTION_PYTHON", raising=False)
+    monkeypatch.setattr("bobkit.exec.local.CHECKOUT_DETECTION_PYTHON", tmp_path / "no-venv-det" / "python")
     import importlib.util
 
     import bobkit.exec.local as local

@@ -11,7 +11,6 @@ from pathlib import Path
 import pytest
 
 from tests._classification_support import cli_argv, write_mini_manifests
-from tests.conftest import REPO
 
 NOT_COMPARABLE = "NOT comparable with the paper"
 
@@ -83,10 +82,15 @@ def test_a_missing_dataset_fails_the_reproduction_with_exit_3(mini, tmp_path):
 
 @pytest.mark.slow
 def test_table3_smoke_end_to_end(tmp_path):
-    """The README's main job: every task family of table3 at smoke size; detection needs its own env."""
+    """The README's main job: every task family of table3 at smoke size. Detection needs its own
+    environment: here it is withheld (BOBKIT_DETECTION_PYTHON names this Python, which has no mmdet),
+    so those runs must be reported as 'environment missing' and the table still printed; the
+    detection tests run them for real."""
+    import importlib.util
+
     runs = tmp_path / "runs"
-    env = {}
-    det_python = os.environ.get("BOBKIT_DETECTION_PYTHON")
+    env = {"BOBKIT_DETECTION_PYTHON": sys.executable}
+    det_python = importlib.util.find_spec("mmdet") is not None
     proc = bobkit("reproduce", "table3", "--smoke", "--jobs", "2", "--runs-dir", str(runs),
                   "--data-root", str(tmp_path / "data"), "--json", env=env)
     assert proc.returncode in (0, 3), proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -99,7 +103,7 @@ def test_table3_smoke_end_to_end(tmp_path):
     done_tasks = {specs[r["run_id"]]["task"] for r in states.get("done", [])}
     assert {"classification", "ood_classification", "retrieval"} <= done_tasks
     if states.get("missing"):
-        assert not det_python and not (REPO / ".venv-det" / "bin" / "python").is_file()
+        assert not det_python
         assert all(specs[r["run_id"]]["image_family"] == "detection" for r in states["missing"])
         assert any("BOBKIT_DETECTION_PYTHON" in r["message"] for r in states["missing"])
     table = data["table"]

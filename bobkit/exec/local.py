@@ -7,8 +7,8 @@ finished runs are skipped; a file lock per run directory keeps two `reproduce` p
 running the same run. Each child's output streams into its run's log.txt.
 
 Detection runs need mmdet, which lives in its own environment: they run under
-$BOBKIT_DETECTION_PYTHON (else this Python), and are reported as 'environment missing' when
-that Python cannot import mmdet and bobkit.
+$BOBKIT_DETECTION_PYTHON (else the checkout's .venv-det, else this Python), and are reported as
+'environment missing' when that Python cannot import mmdet and bobkit.
 
 Ctrl-C (or SIGTERM) stops the running children, marks them interrupted (checkpoints kept) and
 raises ExecutionInterrupted; the next `reproduce` resumes them.

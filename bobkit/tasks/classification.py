@@ -9,6 +9,7 @@ path serves them all. The reported metric is the best epoch's, as the authors re
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,11 +31,8 @@ def run(spec, run_dir: RunDir, data_root: Path) -> dict[str, float]:
 
 
 def _run(spec, run_dir: RunDir, data_root: Path, rt) -> dict[str, float]:
-    from bobkit.tasks import cls_checkpoint as ckpt
-    from bobkit.tasks.cls_data import image_datasets, normalisation, open_data, train_batches, eval_batches
-    from bobkit.tasks.cls_eval import evaluate
-    from bobkit.tasks.cls_model import backbone_crop_pct, build_classifier, head_kind, trainable_param_groups
-    from bobkit.tasks.cls_train import Fit
+    from bobkit.tasks.cls_data import normalisation, open_data
+    from bobkit.tasks.cls_model import backbone_crop_pct, build_classifier
 
     hp = spec.hparams
     if rt.is_main:
@@ -47,75 +45,118 @@ def _run(spec, run_dir: RunDir, data_root: Path, rt) -> dict[str, float]:
         log.info("data: %s", note)
     model, built = build_classifier(spec, data.num_classes)
     mean, std = normalisation(data, built)
-    crop_pct = hp.get("crop_pct") or backbone_crop_pct(built)
-    batch = int(hp["per_gpu_batch"])
-    checkpoints = run_dir.checkpoints
-    checkpoints.mkdir(parents=True, exist_ok=True)
-    common = dict(hp=hp, rt=rt, checkpoints=checkpoints, run_id=spec.id, num_classes=data.num_classes,
-                  multilabel=data.multilabel, per_update_schedule=spec.protocol == "linear_probe",
-                  summary_csv=run_dir.path / "summary.csv" if rt.is_main else None)
-
-    if hp.get("feature_cache"):
-        from bobkit.tasks import cls_probe
-
-        if hp.get("trainable", "all") != "head":
-            raise BadInput(f"recipe '{spec.recipe}': feature_cache needs a frozen backbone (trainable: head)")
-        if rt.is_main:
-            provenance.note_deviation(run_dir.path, *cls_probe.DEVIATION)
-        train_set, eval_set = image_datasets(data, hp, mean, std, crop_pct, augment=False)
-        train_f = eval_f = None
-        if ckpt.finished_state(checkpoints, spec.id) is None:
-            model.backbone.to(rt.device)
-            train_f, eval_f = cls_probe.cached_features(model.backbone, train_set, eval_set, rt, batch, checkpoints,
-                                                        spec.id)
-        fit = Fit(model=model.head, param_groups=trainable_param_groups(model, float(hp["weight_decay"]), None),
-                  train=cls_probe.feature_batches(train_f, rt, batch, spec.seed) if train_f is not None else None,
-                  evaluate=cls_probe.head_evaluator(eval_f, rt, batch, multilabel=data.multilabel,
-                                                    num_classes=data.num_classes, class_names=data.train.classes),
-                  **common)
-        result = fit.run()
-        final_state = None
-        if rt.is_main:
-            best = _best_weights(checkpoints, result.best_epoch)
-            if best is None:  # killed after final.pt was written: it already holds the whole classifier
-                final_state = ckpt.load(checkpoints / ckpt.FINAL)["model"]
-            else:
-                model.head.load_state_dict(best)
-                final_state = model.state_dict()
-    else:
-        train_set, eval_set = image_datasets(data, hp, mean, std, crop_pct, augment=True)
-        eval_loader = eval_batches(eval_set, rt, batch)
-
-        def evaluate_images(m):
-            return evaluate(m, eval_loader, rt, multilabel=data.multilabel, num_classes=data.num_classes,
-                            class_names=data.train.classes)
-
-        groups = trainable_param_groups(model, float(hp["weight_decay"]), hp.get("layer_decay"))
-        fit = Fit(model=model, param_groups=groups, train=train_batches(train_set, rt, batch, spec.seed),
-                  evaluate=evaluate_images, **common)
-        result = fit.run()
-        final_state = None
-        if rt.is_main:
-            final_state = _best_weights(checkpoints, result.best_epoch) or ckpt.load(checkpoints / ckpt.FINAL)["model"]
-
+    job = Job(spec, run_dir, data, model, rt, mean, std, hp.get("crop_pct") or backbone_crop_pct(built))
+    run_dir.checkpoints.mkdir(parents=True, exist_ok=True)
+    result, final_state = _probe_on_cached_features(job) if hp.get("feature_cache") else _train_on_images(job)
     if rt.is_main:
-        ckpt.atomic_save(ckpt.final_checkpoint(final_state, num_classes=data.num_classes, backbone=spec.backbone,
-                                               head=head_kind(hp), epoch=result.best_epoch,
-                                               drop=float(hp.get("drop", 0.0)), resolution=int(hp["resolution"]),
-                                               classes=data.train.classes), checkpoints / ckpt.FINAL)
-        ckpt.atomic_save(ckpt.finished_marker(spec.id, len(result.history), result.history, result.best,
-                                              result.best_epoch), checkpoints / ckpt.LAST)
-        ckpt.prune_best(checkpoints, None)
-        from bobkit.tasks.cls_probe import FEATURES
-
-        (checkpoints / FEATURES).unlink(missing_ok=True)  # the probe's feature cache serves training only
-        provenance.record(run_dir.path, "training", {
-            "best_epoch": result.best_epoch, "epochs": len(result.history), "resumed_from_epoch": result.resumed_from,
-            "train_loss_first": result.history[0]["train_loss"], "train_loss_last": result.history[-1]["train_loss"],
-            "train_images": len(data.train.items), "eval_images": len(data.eval.items),
-            "num_classes": data.num_classes, "synthetic_data": data.synthetic, "data_notes": data.notes,
-        })
+        _finish(job, result, final_state)
     return summarise(result.best, result.last, hp.get("eval_metric", "top1"))
+
+
+@dataclass
+class Job:
+    """What the two training paths share."""
+
+    spec: Any
+    run_dir: RunDir
+    data: Any  # cls_data.ClassificationData
+    model: Any  # cls_model.Classifier
+    rt: Any  # cls_runtime.Runtime
+    mean: tuple
+    std: tuple
+    crop_pct: float | None
+
+    @property
+    def batch(self) -> int:
+        return int(self.spec.hparams["per_gpu_batch"])
+
+    def fit_options(self) -> dict[str, Any]:
+        return dict(hp=self.spec.hparams, rt=self.rt, checkpoints=self.run_dir.checkpoints, run_id=self.spec.id,
+                    num_classes=self.data.num_classes, multilabel=self.data.multilabel,
+                    per_update_schedule=self.spec.protocol == "linear_probe",
+                    summary_csv=self.run_dir.path / "summary.csv" if self.rt.is_main else None)
+
+
+def _train_on_images(job: Job):
+    """Fine-tuning, or a linear probe that augments every epoch (the authors' way)."""
+    from bobkit.tasks import cls_checkpoint as ckpt
+    from bobkit.tasks.cls_data import eval_batches, image_datasets, train_batches
+    from bobkit.tasks.cls_eval import evaluate
+    from bobkit.tasks.cls_model import trainable_param_groups
+    from bobkit.tasks.cls_train import Fit
+
+    hp, data, rt = job.spec.hparams, job.data, job.rt
+    train_set, eval_set = image_datasets(data, hp, job.mean, job.std, job.crop_pct, augment=True)
+    eval_loader = eval_batches(eval_set, rt, job.batch)
+
+    def evaluate_images(m):
+        return evaluate(m, eval_loader, rt, multilabel=data.multilabel, num_classes=data.num_classes,
+                        class_names=data.train.classes)
+
+    groups = trainable_param_groups(job.model, float(hp["weight_decay"]), hp.get("layer_decay"))
+    result = Fit(model=job.model, param_groups=groups, train=train_batches(train_set, rt, job.batch, job.spec.seed),
+                 evaluate=evaluate_images, **job.fit_options()).run()
+    if not rt.is_main:
+        return result, None
+    checkpoints = job.run_dir.checkpoints
+    return result, _best_weights(checkpoints, result.best_epoch) or ckpt.load(checkpoints / ckpt.FINAL)["model"]
+
+
+def _probe_on_cached_features(job: Job):
+    """A linear probe on features extracted once (no augmentation: recorded as a deviation)."""
+    from bobkit.tasks import cls_checkpoint as ckpt
+    from bobkit.tasks import cls_probe
+    from bobkit.tasks.cls_data import image_datasets
+    from bobkit.tasks.cls_model import trainable_param_groups
+    from bobkit.tasks.cls_train import Fit
+
+    spec, hp, data, rt, model = job.spec, job.spec.hparams, job.data, job.rt, job.model
+    checkpoints = job.run_dir.checkpoints
+    if hp.get("trainable", "all") != "head":
+        raise BadInput(f"recipe '{spec.recipe}': feature_cache needs a frozen backbone (trainable: head)")
+    if rt.is_main:
+        provenance.note_deviation(job.run_dir.path, *cls_probe.DEVIATION)
+    train_f = eval_f = None
+    if ckpt.finished_state(checkpoints, spec.id) is None:
+        train_set, eval_set = image_datasets(data, hp, job.mean, job.std, job.crop_pct, augment=False)
+        model.backbone.to(rt.device)
+        train_f, eval_f = cls_probe.cached_features(model.backbone, train_set, eval_set, rt, job.batch, checkpoints,
+                                                    spec.id)
+    result = Fit(model=model.head, param_groups=trainable_param_groups(model, float(hp["weight_decay"]), None),
+                 train=cls_probe.feature_batches(train_f, rt, job.batch, spec.seed) if train_f is not None else None,
+                 evaluate=cls_probe.head_evaluator(eval_f, rt, job.batch, multilabel=data.multilabel,
+                                                   num_classes=data.num_classes, class_names=data.train.classes),
+                 **job.fit_options()).run()
+    if not rt.is_main:
+        return result, None
+    best = _best_weights(checkpoints, result.best_epoch)
+    if best is None:  # killed after final.pt was written: it already holds the whole classifier
+        return result, ckpt.load(checkpoints / ckpt.FINAL)["model"]
+    model.head.load_state_dict(best)
+    return result, model.state_dict()
+
+
+def _finish(job: Job, result, final_state: dict[str, Any]) -> None:
+    """final.pt (the best epoch's classifier), last.pt shrunk to a marker, caches dropped, provenance."""
+    from bobkit.tasks import cls_checkpoint as ckpt
+    from bobkit.tasks.cls_model import head_kind
+    from bobkit.tasks.cls_probe import FEATURES
+
+    spec, hp, data, checkpoints = job.spec, job.spec.hparams, job.data, job.run_dir.checkpoints
+    ckpt.atomic_save(ckpt.final_checkpoint(final_state, num_classes=data.num_classes, backbone=spec.backbone,
+                                           head=head_kind(hp), epoch=result.best_epoch,
+                                           drop=float(hp.get("drop", 0.0)), resolution=int(hp["resolution"]),
+                                           classes=data.train.classes), checkpoints / ckpt.FINAL)
+    ckpt.atomic_save(ckpt.finished_marker(spec.id, len(result.history), result.history, result.best,
+                                          result.best_epoch), checkpoints / ckpt.LAST)
+    ckpt.prune_best(checkpoints, None)
+    (checkpoints / FEATURES).unlink(missing_ok=True)  # the probe's feature cache serves training only
+    provenance.record(job.run_dir.path, "training", {
+        "best_epoch": result.best_epoch, "epochs": len(result.history), "resumed_from_epoch": result.resumed_from,
+        "train_loss_first": result.history[0]["train_loss"], "train_loss_last": result.history[-1]["train_loss"],
+        "train_images": len(data.train.items), "eval_images": len(data.eval.items),
+        "num_classes": data.num_classes, "synthetic_data": data.synthetic, "data_notes": data.notes,
+    })
 
 
 def _best_weights(checkpoints: Path, epoch: int) -> dict[str, Any] | None:
