@@ -7,11 +7,10 @@ constructor accepts (e.g. `gpus`, `progress`) and ignores the rest.
 
 from __future__ import annotations
 
-import importlib
 import inspect
 from typing import Any
 
-from bobkit.errors import BadInput
+from bobkit.registry import resolve
 
 EXECUTORS: dict[str, str] = {
     "local": "bobkit.exec.local:LocalExecutor",
@@ -21,10 +20,7 @@ EXECUTORS: dict[str, str] = {
 
 
 def executor_class(name: str) -> type:
-    if name not in EXECUTORS:
-        raise BadInput(f"unknown executor '{name}'; known: {', '.join(sorted(EXECUTORS))}")
-    module, cls = EXECUTORS[name].split(":")
-    return getattr(importlib.import_module(module), cls)
+    return resolve(EXECUTORS, name, "executor")
 
 
 def create(name: str, **options: Any):

@@ -8,10 +8,9 @@ Runners never import executors.
 
 from __future__ import annotations
 
-import importlib
 from typing import Callable
 
-from bobkit.errors import BadInput
+from bobkit.registry import resolve
 
 RUNNERS: dict[str, str] = {
     "classification": "bobkit.tasks.classification:run",
@@ -23,7 +22,4 @@ RUNNERS: dict[str, str] = {
 
 
 def runner_for(task: str) -> Callable:
-    if task not in RUNNERS:
-        raise BadInput(f"no runner for task '{task}'; known: {', '.join(sorted(RUNNERS))}")
-    module, func = RUNNERS[task].split(":")
-    return getattr(importlib.import_module(module), func)
+    return resolve(RUNNERS, task, "task")
