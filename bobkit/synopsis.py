@@ -14,7 +14,7 @@ import gc
 import time
 from typing import Any, Iterable
 
-from bobkit.errors import BobkitError, ExitCode, unknown_id
+from bobkit.errors import BobkitError, ExitCode
 
 PARAM_TOLERANCE = 0.01
 
@@ -60,15 +60,7 @@ def measure_synopsis(catalog: Any, backbone_ids: Iterable[str] | None = None, pr
 
 
 def _entries(catalog: Any, ids: Iterable[str] | None) -> list[Any]:
-    if not ids:
-        return list(catalog.backbones.values())
-    out = []
-    for name in ids:
-        found = catalog.backbone_by_alias(name)
-        if found is None:
-            raise unknown_id("backbone", name, sorted(catalog.backbones))
-        out.append(found)
-    return out
+    return catalog.select_backbones(ids)
 
 
 def _manifest_row(entry: Any) -> dict[str, Any]:

@@ -8,7 +8,6 @@ from typing import Annotated
 import typer
 
 from bobkit.cli_app import JsonOpt, ManifestsOpt, app, console, emit_json, load, table
-from bobkit.errors import unknown_id
 
 weights_app = typer.Typer(help="Backbone weights: fetch into the cache (checksummed), list the cache state.",
                           no_args_is_help=True)
@@ -25,15 +24,7 @@ LockOpt = Annotated[
 
 
 def _select(catalog, ids: list[str] | None):
-    if not ids:
-        return list(catalog.backbones.values())
-    chosen = []
-    for name in ids:
-        found = catalog.backbone_by_alias(name)
-        if found is None:
-            raise unknown_id("backbone", name, sorted(catalog.backbones))
-        chosen.append(found)
-    return chosen
+    return catalog.select_backbones(ids)
 
 
 def _size(n: int | None) -> str:

@@ -98,6 +98,18 @@ class Catalog:
             raise unknown_id("entry", entry_id, every)
         return kind, getattr(self, kind)[entry_id]
 
+    def select_backbones(self, names: Iterable[str] | None) -> list[Backbone]:
+        """The backbones named by id or alias (all of them when none is named)."""
+        if not names:
+            return list(self.backbones.values())
+        chosen = []
+        for name in names:
+            found = self.backbone_by_alias(name)
+            if found is None:
+                raise unknown_id("backbone", name, sorted(self.backbones))
+            chosen.append(found)
+        return chosen
+
     def backbone_by_alias(self, name: str) -> Backbone | None:
         for b in self.backbones.values():
             if name == b.id or name in b.aliases:
