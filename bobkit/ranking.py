@@ -14,7 +14,7 @@ in every ranking it prints (RANKING_RULE):
 5. rank 1 is the highest score; equal scores share the better rank (1, 2, 2, 4).
 Without task families (a plain cells table) every setting is its own group.
 
-Pure numpy; scipy is imported only for p-values (reports), never by `bobkit verify`.
+Plain Python; scipy is imported only for p-values (reports), never by `bobkit verify`.
 """
 
 from __future__ import annotations
@@ -32,18 +32,20 @@ TIE_DIGITS = 9
 
 
 def zscores(values: Mapping[str, float], higher_is_better: bool = True) -> dict[str, float]:
-    """Standardise values across backbones: (v − mean) / SD with ddof=0, as scipy.stats.zscore."""
-    import numpy as np
+    """Standardise values across backbones: (v − mean) / SD with ddof=0, as scipy.stats.zscore.
 
+    Plain Python, not numpy: a setting has at most a few dozen backbones, and importing numpy would
+    cost `bobkit verify` a sixth of its one-second budget."""
     keys = [k for k, v in values.items() if v is not None and math.isfinite(v)]
     if not keys:
         return {}
-    arr = np.array([values[k] for k in keys], dtype=float)
-    sd = arr.std()
-    z = np.zeros_like(arr) if sd == 0 or len(arr) < 2 else (arr - arr.mean()) / sd
-    if not higher_is_better:
-        z = -z
-    return {k: float(x) for k, x in zip(keys, z)}
+    arr = [float(values[k]) for k in keys]
+    mean = math.fsum(arr) / len(arr)
+    sd = math.sqrt(math.fsum((x - mean) ** 2 for x in arr) / len(arr))
+    sign = 1.0 if higher_is_better else -1.0
+    if sd == 0 or len(arr) < 2:
+        return {k: 0.0 for k in keys}
+    return {k: sign * (x - mean) / sd for k, x in zip(keys, arr)}
 
 
 def competition_ranks(scores: Mapping[str, float]) -> dict[str, int]:
@@ -136,51 +138,58 @@ class Correlation:
     pvalue: float | None
 
 
-def average_ranks(values) -> "np.ndarray":
+def average_ranks(values: Iterable[float]) -> list[float]:
     """Ranks 1..n, ties given the mean of the ranks they span (the convention Spearman's ρ needs)."""
-    import numpy as np
-
-    a = np.asarray(values, dtype=float)
-    order = np.argsort(a, kind="mergesort")
-    ordered = a[order]
-    new_group = np.r_[True, ordered[1:] != ordered[:-1]]
-    group = new_group.cumsum() - 1
-    starts = np.r_[np.flatnonzero(new_group), len(a)]
-    mean_rank = 0.5 * (starts[:-1] + starts[1:] - 1) + 1
-    ranks = np.empty(len(a))
-    ranks[order] = mean_rank[group]
+    a = [float(v) for v in values]
+    order = sorted(range(len(a)), key=a.__getitem__)
+    ranks = [0.0] * len(a)
+    i = 0
+    while i < len(order):
+        j = i
+        while j + 1 < len(order) and a[order[j + 1]] == a[order[i]]:
+            j += 1
+        for k in order[i:j + 1]:
+            ranks[k] = (i + j) / 2 + 1
+        i = j + 1
     return ranks
 
 
 def spearman(x: Iterable[float], y: Iterable[float]) -> float | None:
     """Spearman ρ (Pearson correlation of average ranks); None with < 3 pairs or a constant side.
 
-    numpy, not scipy.stats: importing scipy.stats takes seconds on a loaded machine and `bobkit verify`
-    must stay under one second (benchmarks/verify_speed.py). Tests check it against scipy.
+    Plain Python, not scipy.stats or numpy: importing either costs a large part of the one second
+    `bobkit verify` may take (benchmarks/verify_speed.py), and n is at most a few dozen backbones.
+    Tests check it against scipy.
     """
-    import numpy as np
-
-    xs, ys = np.asarray(list(x), dtype=float), np.asarray(list(y), dtype=float)
-    if len(xs) < 3 or np.ptp(xs) == 0 or np.ptp(ys) == 0:
+    xs, ys = [float(v) for v in x], [float(v) for v in y]
+    if len(xs) < 3 or min(xs) == max(xs) or min(ys) == max(ys):
         return None
     rx, ry = average_ranks(xs), average_ranks(ys)
-    rx, ry = rx - rx.mean(), ry - ry.mean()
-    return float(np.clip((rx * ry).sum() / np.sqrt((rx * rx).sum() * (ry * ry).sum()), -1.0, 1.0))
+    mx, my = math.fsum(rx) / len(rx), math.fsum(ry) / len(ry)
+    dx, dy = [v - mx for v in rx], [v - my for v in ry]
+    num = math.fsum(a * b for a, b in zip(dx, dy))
+    den = math.sqrt(math.fsum(a * a for a in dx) * math.fsum(b * b for b in dy))
+    return max(-1.0, min(1.0, num / den))
+
+
+def _sign(v: float) -> int:
+    return (v > 0) - (v < 0)
 
 
 def kendall(x: Iterable[float], y: Iterable[float]) -> float | None:
     """Kendall τ-b (ties corrected, as scipy.stats.kendalltau's default); None with < 2 pairs or a constant side."""
-    import numpy as np
-
-    xs, ys = np.asarray(list(x), dtype=float), np.asarray(list(y), dtype=float)
-    if len(xs) < 2 or np.ptp(xs) == 0 or np.ptp(ys) == 0:
+    xs, ys = [float(v) for v in x], [float(v) for v in y]
+    if len(xs) < 2 or min(xs) == max(xs) or min(ys) == max(ys):
         return None
-    iu = np.triu_indices(len(xs), k=1)
-    dx = np.sign(xs[:, None] - xs[None, :])[iu]
-    dy = np.sign(ys[:, None] - ys[None, :])[iu]
-    pairs = len(dx)
-    tx, ty = int((dx == 0).sum()), int((dy == 0).sum())
-    return float((dx * dy).sum() / np.sqrt((pairs - tx) * (pairs - ty)))
+    concordance = pairs = tied_x = tied_y = 0
+    for i in range(len(xs)):
+        for j in range(i + 1, len(xs)):
+            sx, sy = _sign(xs[i] - xs[j]), _sign(ys[i] - ys[j])
+            concordance += sx * sy
+            pairs += 1
+            tied_x += sx == 0
+            tied_y += sy == 0
+    return concordance / math.sqrt((pairs - tied_x) * (pairs - tied_y))
 
 
 def spearman_pvalue(x: Iterable[float], y: Iterable[float]) -> float | None:

@@ -205,3 +205,21 @@ def test_real_manifests_published_only_and_help_without_torch():
 
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
+
+
+def test_listing_shows_problems_and_counts_the_rest(tiny, capsys):
+    runs = tiny / "runs"
+    write_mrr_runs(runs, {("cnx_b", "ret_b"): 0.459})  # one warn, the other cells pass
+    code, out, _ = bobkit(capsys, "verify", str(runs), "-e", "retrieval")
+    lines = out.splitlines()
+    assert code == 0
+    assert any(ln.startswith("warn") and "retrieval/cnx_b/ret_b/mrr" in ln for ln in lines)
+    assert not any(ln.startswith("pass ") and "[train]" in ln for ln in lines)  # counted, not listed
+    assert any(ln.startswith("pass ") and "[rank]" in ln for ln in lines)  # rankings are always listed
+    assert any("not listed" in ln and "--all" in ln for ln in lines)
+    assert any(ln.strip().startswith("retrieval:") and "pass" in ln for ln in lines)
+    code, out, _ = bobkit(capsys, "verify", str(runs), "-e", "retrieval", "--all")
+    listed = [ln for ln in out.splitlines() if ln.startswith("pass ") and "[train]" in ln]
+    data = json.loads(bobkit(capsys, "verify", str(runs), "-e", "retrieval", "--json")[1])
+    n_pass = sum(1 for v in data["verdicts"] if v["status"] == "pass" and v["tier"] == "train")
+    assert code == 0 and n_pass > 0 and len(listed) == n_pass and "not listed" not in out

@@ -85,45 +85,78 @@ def _fmt(x: float | None, signed: bool = False) -> str:
     return f"{x:+.2f}" if signed else f"{x:.2f}"
 
 
-def _render(report, title: str) -> None:
-    """One line per verdict; sources as numbered footnotes so the table fits a terminal."""
-    from rich.table import Table
+# Cells listed one per line by default; pass and missing cells are counted per experiment instead,
+# so a full verify stays readable (and fast: rendering ~300 rows in rich takes about a second).
+LISTED_BY_DEFAULT = ("fail", "warn", "info")
 
-    from bobkit.verify import describe, tolerance_text
+
+def _summary_lines(verdicts) -> list[str]:
+    """'retrieval: 258 pass, 4 missing' per experiment, for the cells not listed one per line."""
+    per: dict[str, dict[str, int]] = {}
+    for v in verdicts:
+        counts = per.setdefault(v.experiment, {})
+        counts[v.status] = counts.get(v.status, 0) + 1
+    return [f"{exp}: " + ", ".join(f"[{STATUS_STYLE[s]}]{n} {s}[/]" for s, n in counts.items())
+            for exp, counts in per.items()]
+
+
+def _cell_line(v, src: str) -> str:
+    """One verdict as one line: status, cell, tier, numbers, tolerance, source footnote."""
+    from rich.markup import escape
+
+    from bobkit.verify import describe
+
+    status = f"[{STATUS_STYLE.get(v.status, '')}]{v.status:<7}[/]"
+    cell = escape(f"{v.experiment}/{v.backbone}/{v.dataset}/{v.metric}")
+    if v.tier == "rank":
+        tol = f"ρ≥{v.tolerance:g} ({v.tolerance_id})" if v.tolerance is not None else (v.tolerance_id or "–")
+        pub = ", ".join(v.stats.get("published_top") or []) or "–"
+        rep = ", ".join(v.stats.get("reproduced_top") or []) or "–"
+        numbers, detail = f"published top {pub}; reproduced top {rep}; {tol}", v.detail
+    elif v.tier == "published":
+        numbers, detail = f"{v.published:g} {v.unit}", v.detail or "ok"
+    elif v.tier == "info":
+        numbers, detail = f"published {_fmt(v.published)}", v.detail
+    else:
+        tol = f"±{v.tolerance:.2f} ({v.tolerance_id})" if v.tolerance is not None else "–"
+        numbers = (f"published {_fmt(v.published)}  reproduced {_fmt(v.reproduced)}  "
+                   f"Δ {_fmt(v.delta, True)} pp  tolerance {tol}")
+        detail = v.detail or describe(v)
+    line = f"{status} {cell} [dim]\\[{v.tier}][/] {escape(numbers)} [dim]{v.confidence} \\[{src}][/]"
+    return line + (f"\n        [dim]{escape(detail)}[/]" if detail else "")
+
+
+def _render(report, title: str, show_all: bool) -> None:
+    """One line per listed verdict (fits any terminal width); sources as numbered footnotes.
+
+    Pass and missing cells are counted per experiment unless --all: a full verify lists ~300 cells.
+    """
+    from rich.markup import escape
+
+    from bobkit.verify import tolerance_text
 
     c = console()
     sources: dict[str, int] = {}
-    t = Table(title=title)
-    for col, just in (("verdict", "left"), ("cell", "left"), ("tier", "left"), ("published", "right"),
-                      ("reproduced", "right"), ("Δ pp", "right"), ("tolerance", "right"), ("confidence", "left"),
-                      ("src", "right"), ("detail", "left")):
-        t.add_column(col, justify=just, overflow="fold")
-    for v in report.verdicts:
-        src = sources.setdefault(v.source, len(sources) + 1) if v.source else ""
-        cell = f"{v.experiment}/{v.backbone}/{v.dataset}/{v.metric}"
-        if v.tier == "rank":
-            tol = f"ρ≥{v.tolerance:g} ({v.tolerance_id})" if v.tolerance is not None else (v.tolerance_id or "–")
-            pub = ", ".join(v.stats.get("published_top") or []) or "–"
-            rep = ", ".join(v.stats.get("reproduced_top") or []) or "–"
-            row = [pub, rep, "–", tol, v.detail]
-        elif v.tier == "published":
-            row = [f"{v.published:g} {v.unit}", "–", "–", "–", v.detail or "ok"]
-        elif v.tier == "info":
-            row = [_fmt(v.published), _fmt(v.reproduced), "–", "–", v.detail]
-        else:
-            tol = f"±{v.tolerance:.2f} ({v.tolerance_id})" if v.tolerance is not None else "–"
-            row = [_fmt(v.published), _fmt(v.reproduced), _fmt(v.delta, True), tol, v.detail or describe(v)]
-        style = STATUS_STYLE.get(v.status, "")
-        t.add_row(f"[{style}]{v.status}[/]", cell, v.tier, *row[:4], v.confidence, f"[{src}]" if src else "", row[4])
-    c.print(t)
+    listed = [v for v in report.verdicts if show_all or v.status in LISTED_BY_DEFAULT or v.tier == "rank"]
+    hidden = [v for v in report.verdicts if v not in listed] if len(listed) < len(report.verdicts) else []
+    c.print(f"[bold]{escape(title)}[/]")
+    for v in listed:
+        src = str(sources.setdefault(v.source, len(sources) + 1)) if v.source else "–"
+        c.print(_cell_line(v, src))
+    if hidden:
+        c.print(f"[bold]not listed[/] ({len(hidden)} cells; --all lists every one):")
+        for line in _summary_lines(hidden):
+            c.print(f"  {line}")
+    if sources:
+        c.print("[bold]sources[/]")
     for source, n in sources.items():
-        c.print(f"[dim][{n}] {source}[/]")
+        c.print(f"[dim]\\[{n}] {escape(source)}[/]")
     if report.tolerances:
         c.print("[bold]tolerances[/] (from the manifests' tolerances.yaml):")
         for tol in report.tolerances:
-            c.print(f"  {tol.id} [{tol.tier}]: {tolerance_text(tol)}. Why: {tol.source} ({tol.confidence})")
+            c.print(f"  {tol.id} \\[{tol.tier}]: {escape(tolerance_text(tol))}. Why: {escape(tol.source)} ({tol.confidence})")
     for note in report.notes:
-        c.print(f"[dim]{note}[/]")
+        c.print(f"[dim]{escape(note)}[/]")
     counts = report.counts()
     c.print("  ".join(f"[{STATUS_STYLE[s]}]{n} {s}[/]" for s, n in counts.items() if n))
 
@@ -142,6 +175,8 @@ def verify_cmd(
                                                               "missing (any of them).")] = FailOn.fail,
     published_only: Annotated[bool, typer.Option("--published-only",
                                                  help="Check the published tables themselves, no results.")] = False,
+    show_all: Annotated[bool, typer.Option("--all", help="List every cell, pass and missing ones too "
+                                                         "(by default those are counted per experiment).")] = False,
     manifests: ManifestsOpt = None,
 ) -> None:
     """Compare results with the published numbers: pass / warn / fail / missing per cell, with tolerances.
@@ -174,7 +209,7 @@ def verify_cmd(
     if json_out:
         emit_json({**report.to_json(), "fail_on": fail_on.value, "holds": report.holds(fail_on.value)})
     else:
-        _render(report, title)
+        _render(report, title, show_all)
     if not report.holds(fail_on.value):
         raise typer.Exit(int(ExitCode.VERIFY_FAILED))
 

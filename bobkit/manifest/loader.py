@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
-import yaml
 from pydantic import ValidationError
 
 from bobkit.errors import BadInput, unknown_id
@@ -127,7 +126,22 @@ def manifest_dirs(extra: Iterable[str | Path] = ()) -> list[Path]:
 
 
 def load_catalog(extra: Iterable[str | Path] = (), *, builtin: bool = True) -> Catalog:
+    """The validated Catalog of these folders; a cached copy when none of its inputs changed."""
+    from bobkit.manifest import cache
+
     dirs = manifest_dirs(extra) if builtin else [Path(p) for p in extra]
+    key = cache.cache_key(dirs) if cache.enabled() else None
+    if key is not None:
+        cached = cache.read(key)
+        if isinstance(cached, Catalog):
+            return cached
+    catalog = _read_catalog(dirs)
+    if key is not None:
+        cache.write(key, catalog)
+    return catalog
+
+
+def _read_catalog(dirs: list[Path]) -> Catalog:
     catalog = Catalog()
     for d in dirs:
         if not d.exists():
@@ -144,8 +158,12 @@ def load_catalog(extra: Iterable[str | Path] = (), *, builtin: bool = True) -> C
 
 
 def _load_yaml_file(path: Path, catalog: Catalog) -> None:
+    import yaml  # here, not at the top: a cached Catalog needs no YAML
+
+    # libyaml's parser is ~10x faster than the pure-Python one
+    safe_loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=safe_loader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark else ""
