@@ -44,6 +44,9 @@ ManifestsOpt = Annotated[
     list[str] | None,
     typer.Option("--manifests", "-m", help="Extra manifest folder(s), read after the built-in ones."),
 ]
+ClassifierOpt = Annotated[list[str] | None, typer.Option(
+    "--classifier", metavar="BACKBONE=FILE", help="Evaluate this ImageNet classifier file (timm state dict or a bobkit "
+                         "final.pt) in the OOD classification runs instead of fine-tuning one first.")]
 
 
 def console():

@@ -233,11 +233,9 @@ def _norm(name: str) -> str:
 
 
 def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    from bobkit.weights import sha256_file
+
+    return sha256_file(path, use_cache=False)
 
 
 def _pip_report(python: str, requirements: list[str], extra: list[str]) -> dict[str, Any]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Any, Iterable
+from typing import Any, Iterable, Mapping
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -44,6 +44,11 @@ class RunSpec(BaseModel):
 
     def canonical(self) -> str:
         return canonical_json(self.model_dump(mode="json", exclude={"id"}))
+
+    def host_files(self) -> list[str]:
+        """Files outside data, weights and runs that the run reads (a --classifier file): executors
+        that isolate a run (containers) mount each read-only at the same path."""
+        return [self.hparams["checkpoint"]] if self.hparams.get("checkpoint") else []
 
 
 def canonical_json(data: Any) -> str:
@@ -97,9 +102,9 @@ def _chain_for_backbone(catalog: Catalog, recipe: Recipe, backbone: Backbone) ->
 
 
 def resolve_hparams(catalog: Catalog, recipe: Recipe, backbone: Backbone, *, lr: float | None, seed: int,
-                    smoke: bool, faithful: bool) -> tuple[dict[str, Any], list[str]]:
+                    smoke: bool, faithful: bool, extra: dict[str, Any] | None = None) -> tuple[dict[str, Any], list[str]]:
     """Base chain (each level: hparams, then its per-backbone overrides), the lr of this grid point,
-    --faithful, --smoke: in that order."""
+    --faithful, --smoke, then `extra` (values a command line sets, e.g. --classifier): in that order."""
     hp = dict(catalog.resolved_hparams[recipe.id])
     hp.update(_chain_for_backbone(catalog, recipe, backbone))
     if lr is not None:
@@ -115,6 +120,7 @@ def resolve_hparams(catalog: Catalog, recipe: Recipe, backbone: Backbone, *, lr:
         hp["resolution"] = backbone.resolution
     if smoke:
         hp.update({k: v for k, v in SMOKE_HPARAMS[recipe.task].items() if k in hp or k == "resolution"})
+    hp.update(extra or {})
     return validate_hparams(catalog, recipe, hp, f" for backbone '{backbone.id}'"), applied
 
 
@@ -158,8 +164,10 @@ def _check_filters(catalog: Catalog, backbones: list[str] | None, datasets: list
 
 
 def spec_for(catalog: Catalog, experiment: str, recipe: Recipe, backbone: Backbone, dataset: Dataset, *,
-             lr: float | None, seed: int, smoke: bool, faithful: bool, depends_on: list[str] = ()) -> RunSpec:
-    hp, applied = resolve_hparams(catalog, recipe, backbone, lr=lr, seed=seed, smoke=smoke, faithful=faithful)
+             lr: float | None, seed: int, smoke: bool, faithful: bool, depends_on: list[str] = (),
+             extra_hparams: dict[str, Any] | None = None) -> RunSpec:
+    hp, applied = resolve_hparams(catalog, recipe, backbone, lr=lr, seed=seed, smoke=smoke, faithful=faithful,
+                                  extra=extra_hparams)
     family = IMAGE_FAMILY[recipe.task]
     dataset_spec = dataset.model_dump(mode="json")
     dataset_spec["synthetic"] = smoke
@@ -179,13 +187,19 @@ def _grid_lrs(entry: GridEntry, recipe: Recipe, smoke: bool) -> list[float | Non
 
 
 def plan(catalog: Catalog, experiment_id: str, *, backbones: Iterable[str] | None = None,
-         datasets: Iterable[str] | None = None, smoke: bool = False, faithful: bool = False) -> list[RunSpec]:
-    """Every run an experiment needs, upstream runs (e.g. the fine-tune an OOD eval reads) first."""
+         datasets: Iterable[str] | None = None, smoke: bool = False, faithful: bool = False,
+         classifiers: Mapping[str, str] | None = None) -> list[RunSpec]:
+    """Every run an experiment needs, upstream runs (e.g. the fine-tune an OOD eval reads) first.
+
+    `classifiers` (backbone id → classifier file, from --classifier) makes that backbone's OOD evaluations
+    read the file instead of an upstream fine-tune, which is then not planned."""
     if experiment_id not in catalog.experiments:
         raise unknown_id("experiment", experiment_id, sorted(catalog.experiments))
     backbones = list(backbones) if backbones else None
     datasets = list(datasets) if datasets else None
     _check_filters(catalog, backbones, datasets)
+    classifiers = dict(classifiers or {})
+    used: set[str] = set()
     exp = catalog.experiments[experiment_id]
     if smoke:
         backbones = backbones or (list(exp.smoke.backbones) or None)
@@ -200,16 +214,46 @@ def plan(catalog: Catalog, experiment_id: str, *, backbones: Iterable[str] | Non
                 for lr in _grid_lrs(entry, recipe, smoke):
                     for seed in entry.seeds:
                         deps: list[str] = []
-                        if entry.upstream:
+                        extra = None
+                        if recipe.protocol == "ood_eval" and b in classifiers:
+                            extra = {"checkpoint": classifiers[b]}
+                            used.add(b)
+                        elif entry.upstream:
                             up = spec_for(catalog, experiment_id, catalog.recipes[entry.upstream], backbone,
                                           catalog.datasets[entry.upstream_dataset], lr=None, seed=seed,
                                           smoke=smoke, faithful=faithful)
                             specs.setdefault(up.id, up)  # upstream runs even outside the smoke subset
                             deps = [up.id]
                         spec = spec_for(catalog, experiment_id, recipe, backbone, dataset, lr=lr, seed=seed,
-                                        smoke=smoke, faithful=faithful, depends_on=deps)
+                                        smoke=smoke, faithful=faithful, depends_on=deps, extra_hparams=extra)
                         specs.setdefault(spec.id, spec)
     if not specs and (backbones or datasets):
         raise BadInput(f"no run of experiment '{experiment_id}' matches the --backbone/--dataset filters; "
                        f"`bobkit show {experiment_id}` lists its grid")
+    unused = sorted(set(classifiers) - used)
+    if unused:
+        raise BadInput(f"--classifier {unused[0]}=…: experiment '{experiment_id}' plans no OOD classification "
+                       f"evaluation of '{unused[0]}' (with these filters); drop it or pick an experiment that has one")
     return list(specs.values())
+
+
+def parse_classifiers(catalog: Catalog, pairs: Iterable[str] | None) -> dict[str, str]:
+    """--classifier BACKBONE=FILE (repeatable) → {backbone id: absolute path}; the file must exist."""
+    from pathlib import Path
+
+    out: dict[str, str] = {}
+    for pair in pairs or []:
+        name, sep, file = pair.partition("=")
+        if not sep or not name or not file:
+            raise BadInput(f"--classifier {pair!r}: expected BACKBONE=FILE, e.g. vit_base_mae=ft/mae_in1k.pth")
+        found = catalog.backbone_by_alias(name)
+        if found is None:
+            raise unknown_id("backbone", name, sorted(catalog.backbones))
+        path = Path(file).expanduser()
+        if not path.is_file():
+            raise BadInput(f"--classifier {pair}: {path} is not a file; give an ImageNet fine-tuned classifier "
+                           "(timm state dict or a bobkit checkpoints/final.pt)")
+        if found.id in out:
+            raise BadInput(f"--classifier: two files for '{found.id}'; give one")
+        out[found.id] = str(path.resolve())
+    return out

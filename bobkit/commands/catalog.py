@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from bobkit.cli_app import JsonOpt, ManifestsOpt, app, console, emit_json, load, table
+from bobkit.cli_app import ClassifierOpt, JsonOpt, ManifestsOpt, app, console, emit_json, load, table
 from bobkit.errors import BadInput
 
 
@@ -96,14 +96,16 @@ def plan_cmd(
     dataset: Annotated[list[str] | None, typer.Option("--dataset", "-d", help="Only these datasets.")] = None,
     smoke: Annotated[bool, typer.Option("--smoke", help="Tiny synthetic data and a few steps.")] = False,
     faithful: Annotated[bool, typer.Option("--faithful", help="Restore the authors' behaviour (deviations).")] = False,
+    classifier: ClassifierOpt = None,
     json_out: JsonOpt = False,
     manifests: ManifestsOpt = None,
 ) -> None:
     """The runs an experiment needs: ids, image family and estimated GPU-hours."""
-    from bobkit.plan import plan
+    from bobkit.plan import parse_classifiers, plan
 
     catalog = load(manifests)
-    specs = plan(catalog, experiment, backbones=backbone, datasets=dataset, smoke=smoke, faithful=faithful)
+    specs = plan(catalog, experiment, backbones=backbone, datasets=dataset, smoke=smoke, faithful=faithful,
+                 classifiers=parse_classifiers(catalog, classifier))
     if json_out:
         emit_json([s.model_dump(mode="json") for s in specs])
         return

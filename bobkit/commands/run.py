@@ -10,7 +10,7 @@ from typing import Annotated, Any
 
 import typer
 
-from bobkit.cli_app import JsonOpt, ManifestsOpt, app, console, emit_json, err_console, load, table
+from bobkit.cli_app import ClassifierOpt, JsonOpt, ManifestsOpt, app, console, emit_json, err_console, load, table
 from bobkit.errors import BadInput, ExitCode
 
 SMOKE_BANNER = ("SMOKE RUN: tiny synthetic data, untrained backbones, a few steps at tiny resolution. "
@@ -77,11 +77,12 @@ def reproduce_cmd(
     slurm_config: Annotated[Path | None, typer.Option("--slurm-config", help="Slurm: defaults file (default $BOBKIT_SLURM_CONFIG, else ~/.config/bobkit/slurm.toml; docs/slurm.md).")] = None,
     container: Annotated[str | None, typer.Option("--container", help="Slurm: how a task enters its image: apptainer, pyxis, podman, docker, or none (the host).")] = None,
     slurm_wait: Annotated[bool, typer.Option("--slurm-wait", help="Slurm: wait until every submitted run is done or failed.")] = False,
+    classifier: ClassifierOpt = None,
     json_out: JsonOpt = False,
     manifests: ManifestsOpt = None,
 ) -> None:
     """Plan an experiment, run what is not finished yet, and print its table."""
-    from bobkit.plan import plan
+    from bobkit.plan import parse_classifiers, plan
 
     catalog = load(manifests)
     if experiment not in catalog.experiments:
@@ -92,7 +93,8 @@ def reproduce_cmd(
     out = err_console() if json_out else console()
     if exp.table.kind == "synopsis":
         return _synopsis(catalog, experiment, backbone, smoke, json_out)
-    specs = plan(catalog, experiment, backbones=backbone, datasets=dataset, smoke=smoke, faithful=faithful)
+    specs = plan(catalog, experiment, backbones=backbone, datasets=dataset, smoke=smoke, faithful=faithful,
+                 classifiers=parse_classifiers(catalog, classifier))
     runs = runs_dir_or_default(runs_dir)
     root = data_root_or_default(data_root)
     if smoke:
@@ -223,7 +225,7 @@ def status_cmd(
     runs_dir: RunsDirOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """How many runs are done, running, failed, interrupted or pending, per experiment."""
+    """How many runs are done, running, stale (killed hard), failed, interrupted or pending, per experiment."""
     from bobkit.results import iter_runs, read_json
 
     runs = runs_dir_or_default(runs_dir)
@@ -233,13 +235,15 @@ def status_cmd(
     problems = []
     for run in iter_runs(runs, experiment):
         exp = run.path.parent.name
-        state = run.status()
+        state = run.live_status()
         per_exp.setdefault(exp, Counter())[state] += 1
-        if state in ("failed", "interrupted"):
+        if state in ("failed", "interrupted", "stale"):
             st = read_json(run.status_path) if run.status_path.is_file() else {}
+            error = st.get("error", "") if state != "stale" else (
+                f"marked running by process {st.get('pid')}, which is gone (killed?); `bobkit reproduce` runs it again")
             problems.append({"experiment": exp, "run_id": run.path.name, "state": state,
-                             "error": st.get("error", ""), "log": str(run.log_path)})
-    states = ["done", "running", "failed", "interrupted", "pending"]
+                             "error": error, "log": str(run.log_path)})
+    states = ["done", "running", "stale", "failed", "interrupted", "pending"]
     states += sorted({s for c in per_exp.values() for s in c} - set(states))
     from bobkit.exec.slurm import print_queue_summary, queue_summary
 

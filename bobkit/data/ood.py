@@ -175,14 +175,17 @@ def read_ood_set(dataset_spec: dict[str, Any], root: Path, classes: Sequence[str
 # ---------------------------------------------------------------- synthetic stand-ins (same layouts)
 
 SYNTHETIC_PER_CLASS = 3
+# A real 1000-way classifier (--classifier with --smoke) gets images of its first few classes only:
+# labels stay indices into its 1000 classes, and a smoke run stays seconds long.
+SYNTHETIC_MAX_CLASSES = 12
 
 
 def synthetic_classes(spec: dict[str, Any]) -> list[str]:
-    """The classes a synthetic OOD set is written with: the classifier's (passed by the runner), else
-    the synthetic ImageNet's."""
+    """The classes a synthetic OOD set is written with: the first SYNTHETIC_MAX_CLASSES of the
+    classifier's (passed by the runner), else the synthetic ImageNet's."""
     given = spec.get("synthetic_classes")
     if given:
-        return list(given)
+        return list(given)[:SYNTHETIC_MAX_CLASSES]
     from bobkit.data.synthetic import SYNTHETIC_CLASSES
 
     return [f"n{1440764 + 1000 * i:08d}" for i in range(SYNTHETIC_CLASSES)]

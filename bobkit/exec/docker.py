@@ -74,6 +74,8 @@ def container_config(spec: RunSpec, *, image_ref: str, image_digest: str, runs_d
     for up in spec.depends_on:
         mounts.append(Mount(target=f"{RUNS}/{exp}/{up}", source=str(runs_dir / exp / up), type="bind",
                             read_only=True))
+    for path in spec.host_files():
+        mounts.append(Mount(target=path, source=path, type="bind", read_only=True))
     gpu = bool(devices) and gpu_devices
     env = {
         "BOBKIT_DATA": DATA, "BOBKIT_WEIGHTS": WEIGHTS, "BOBKIT_IMAGE": image_ref,

@@ -207,6 +207,7 @@ def launch_for(spec: RunSpec, run: RunDir, runs_dir: Path, data_root: Path, cfg:
     if cfg.container == "none" and python != sys.executable:  # another environment: this bobkit on its path
         env["PYTHONPATH"] = os.pathsep.join([PACKAGE_PARENT] + [p for p in [os.environ.get("PYTHONPATH")] if p])
     mounts = [Mount(runs_dir), Mount(data_root, read_only=True), Mount(weights)]
+    mounts += [Mount(Path(path), read_only=True) for path in spec.host_files()]
     return Launch(
         runtime=cfg.container, spec_path=run.spec_path, data_root=data_root, image=image,
         mounts=tuple(mounts), env=tuple(sorted(env.items())), name=f"bobkit-{spec.id}",

@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
 class Hparams(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
     seed: int = 0
     lr: float = Field(ge=0)
@@ -64,6 +64,8 @@ class ClassificationHparams(TrainHparams):
     train_fraction: float | None = Field(None, gt=0, le=1, description="first fraction of rows after a seeded shuffle")
     multilabel: bool = False
     eval_metric: Literal["top1", "auc"] = "top1"
+    eval_interval: int = Field(1, ge=1, description="evaluate after every n-th epoch and after the last; the best "
+                                                    "epoch is chosen among the evaluated ones")
 
     @model_validator(mode="after")
     def _momentum_for_sgd(self) -> "ClassificationHparams":
@@ -75,6 +77,8 @@ class ClassificationHparams(TrainHparams):
 class EvalHparams(Hparams):
     crop_pct: float | None = Field(None, gt=0, le=1)
     interpolation: Literal["bicubic", "bilinear"] = "bicubic"
+    checkpoint: str | None = Field(None, description="absolute path of a classifier file evaluated instead of the "
+                                                     "upstream fine-tune (set by --classifier BACKBONE=FILE)")
 
 
 class RetrievalHparams(Hparams):

@@ -1,7 +1,8 @@
 """OOD classification runner (BoB §3): an ImageNet fine-tuned classifier on shifted test sets, and
 VisDA-2017 synthetic→real fine-tuning.
 
-protocol ood_eval: the classifier of the upstream run (spec.depends_on → checkpoints/final.pt) is
+protocol ood_eval: the classifier of the upstream run (spec.depends_on → checkpoints/final.pt), or a
+file the user names (`--classifier BACKBONE=FILE` → hparams.checkpoint; bobkit.tasks.cls_file), is
 evaluated on ImageNet-A / -R (logits masked to their 200 ImageNet-1k classes, as the authors'
 validate.py --valid-labels does), ImageNet-Sketch or ImageNet-V2; metrics top1 and top5.
 protocol visda: a fine-tune on the synthetic renders evaluated on the real photos, run by the
@@ -35,6 +36,21 @@ def upstream_checkpoint(spec, run_dir: RunDir) -> Path:
         raise RunFailed(f"{path}: the upstream fine-tune {spec.depends_on[0]} has no final checkpoint; "
                         "run it first (`bobkit reproduce` orders upstream runs before this one)")
     return path
+
+
+def classifier_from_file(spec, run_dir: RunDir, rt):
+    """The classifier file named by --classifier (hparams.checkpoint); its sha256 goes to provenance, since
+    the run id knows only the path."""
+    from bobkit import provenance
+    from bobkit.tasks.cls_file import load_classifier_file, sha256_of
+
+    path = Path(spec.hparams["checkpoint"])
+    model, facts = load_classifier_file(path, spec.backbone_spec, spec.hparams, map_location=rt.device)
+    provenance.record(run_dir.path, "classifier_file", {"path": str(path), "sha256": sha256_of(path),
+                                                        "layout": facts.get("layout")})
+    log.info("classifier file %s: %s%s", path, facts.get("layout"),
+             f" ({facts['load_report']})" if facts.get("load_report") else "")
+    return model, facts, path
 
 
 def classifier_classes(ckpt: dict[str, Any]) -> list[str]:
@@ -124,8 +140,11 @@ def evaluate_checkpoint(spec, run_dir: RunDir, data_root: Path, rt) -> dict[str,
     from bobkit.tasks.cls_model import backbone_crop_pct, load_classifier
 
     hp = spec.hparams
-    ckpt_path = upstream_checkpoint(spec, run_dir)
-    model, ckpt = load_classifier(ckpt_path, spec.backbone_spec, map_location=rt.device)
+    if hp.get("checkpoint"):
+        model, ckpt, ckpt_path = classifier_from_file(spec, run_dir, rt)
+    else:
+        ckpt_path = upstream_checkpoint(spec, run_dir)
+        model, ckpt = load_classifier(ckpt_path, spec.backbone_spec, map_location=rt.device)
     if ckpt.get("resolution") and int(ckpt["resolution"]) != int(hp["resolution"]):
         log.info("note: the classifier was fine-tuned at %s px and is evaluated at %s px", ckpt["resolution"],
                  hp["resolution"])

@@ -1,0 +1,103 @@
+"""An ImageNet classifier from a file the user names, for OOD evaluation without a bobkit fine-tune.
+
+Two layouts are read:
+- bobkit's own `checkpoints/final.pt` (a finished classification run, copied anywhere);
+- a timm classifier state dict for the backbone's architecture: what timm's train.py writes (the
+  authors fine-tuned with it), a hub file, or any `model.state_dict()`; optionally under
+  `state_dict`/`model`/`module`, optionally with DDP's `module.` prefix. The classifier named by
+  timm's config for the architecture (`head`, `fc`, `head.fc`) becomes the Classifier's head, the
+  rest must fit the backbone exactly (the strict loader names what does not).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from bobkit.errors import BadInput
+
+TIMM_FAMILIES = ("resnet", "convnext", "swinv2", "vit")
+
+
+def sha256_of(path: Path) -> str:
+    """No sidecar next to the user's file (it may be read-only, or shared)."""
+    from bobkit.weights import sha256_file
+
+    return sha256_file(path, use_cache=False)
+
+
+def is_bobkit_checkpoint(obj: Any) -> bool:
+    return isinstance(obj, dict) and "model" in obj and "num_classes" in obj and obj.get("head") in (
+        "linear", "bn_linear")
+
+
+def classifier_name(timm_model: str) -> list[str]:
+    """The module path(s) of the classifier in timm's config for this architecture."""
+    import timm
+
+    cfg = timm.models.get_pretrained_cfg(timm_model)
+    name = (cfg.classifier if cfg else None) or "head"
+    return [name] if isinstance(name, str) else list(name)
+
+
+def load_classifier_file(path: Path, backbone_spec: dict[str, Any], hparams: dict[str, Any],
+                         map_location: Any = "cpu"):
+    """(Classifier in eval mode, checkpoint facts) from `path`; BadInput when it is not a classifier of
+    this backbone."""
+    from bobkit.backbones.converters.common import read_checkpoint
+    from bobkit.tasks.cls_model import load_classifier
+
+    path = Path(path)
+    if not path.is_file():
+        raise BadInput(f"{path}: classifier file not found; give the file of an ImageNet fine-tuned "
+                       f"'{backbone_spec['id']}' (--classifier BACKBONE=FILE)")
+    obj = read_checkpoint(path)
+    if is_bobkit_checkpoint(obj):
+        model, ckpt = load_classifier(path, backbone_spec, map_location=map_location)
+        return model, {**{k: v for k, v in ckpt.items() if k != "model"}, "layout": "bobkit final.pt"}
+    return _load_timm_classifier(obj, path, backbone_spec, hparams, map_location)
+
+
+def _load_timm_classifier(obj: Any, path: Path, backbone_spec: dict[str, Any], hparams: dict[str, Any],
+                          map_location: Any):
+    from torch import nn
+
+    from bobkit.backbones.converters.common import tensors_of
+    from bobkit.backbones.loading import load_strict
+    from bobkit.backbones.converters import ConvertContext, converter_for
+    from bobkit.backbones.zoo import as_backbone
+    from bobkit.manifest.models import WeightsSource
+    from bobkit.tasks.cls_model import Classifier, build_backbone
+
+    where = str(path)
+    entry = as_backbone(backbone_spec)
+    if entry.family not in TIMM_FAMILIES or not entry.timm_model:
+        raise BadInput(f"{where}: backbone '{entry.id}' is not a timm architecture, so only a bobkit "
+                       "checkpoints/final.pt of its fine-tune can be evaluated")
+    state = tensors_of(obj, where, wrappers=("state_dict", "model", "module"))
+    if state and all(k.startswith("module.") for k in state):
+        state = {k[len("module."):]: v for k, v in state.items()}
+    names = [n for n in classifier_name(entry.timm_model) if n + ".weight" in state]
+    if not names:
+        wanted = " or ".join(n + ".weight" for n in classifier_name(entry.timm_model))
+        raise BadInput(f"{where}: no classifier ({wanted}) in this file; OOD evaluation needs an ImageNet "
+                       "fine-tuned classifier, not a backbone checkpoint")
+    weight, bias = state[names[0] + ".weight"], state.get(names[0] + ".bias")
+    resolution = hparams.get("resolution")
+    built = build_backbone(backbone_spec, {"drop_path": 0.0, "resolution": resolution}, pretrained=False)
+    if weight.ndim != 2 or weight.shape[1] != built.num_features:
+        raise BadInput(f"{where}: classifier '{names[0]}' has shape {tuple(weight.shape)}; backbone "
+                       f"'{entry.id}' gives {built.num_features} features")
+    source = WeightsSource(format="checkpoint", path=where)
+    ctx = ConvertContext(path=path, model=built.model, backbone=entry, source=source)
+    converted = converter_for("checkpoint")(ctx)  # drops the classifier by the same timm config
+    report = load_strict(built.model, converted, f"{where} (timm classifier → {entry.id})")
+    head = nn.Linear(built.num_features, int(weight.shape[0]), bias=bias is not None)
+    head.weight.data.copy_(weight)
+    if bias is not None:
+        head.bias.data.copy_(bias)
+    model = Classifier(built.model, head).to(map_location).eval()
+    facts = {"num_classes": int(weight.shape[0]), "classes": None, "backbone": entry.id,
+             "resolution": resolution, "epoch": obj.get("epoch") if isinstance(obj, dict) else None,
+             "layout": f"timm state dict (classifier '{names[0]}')", "load_report": report.summary()}
+    return model, facts
