@@ -5,7 +5,8 @@
    sd_unet, SSCD's descriptor for sscd_torchscript weights; always without a classifier.
 2. load (pretrained=True): fetch and verify the file (bobkit.weights), convert it with the
    converter of its format (bobkit.backbones.converters) and load it strictly.
-3. shape: a new classifier (num_classes > 0, timm's reset_classifier) or a multi-scale feature
+3. shape: a classifier (num_classes > 0, timm's reset_classifier; the checkpoint's own head where
+   its converter kept one that fits, else the seeded random one) or a multi-scale feature
    extractor (features_only=True, for detection).
 """
 
@@ -20,6 +21,7 @@ from bobkit.errors import BadInput
 TIMM_FAMILIES = ("resnet", "convnext", "swinv2", "vit")
 # timm architectures whose constructor takes img_size (the others are fully convolutional).
 _SIZED_FAMILIES = ("swinv2", "vit")
+CLASSIFIER_NOTE = "classifier: "  # the load report's part that says which head a num_classes > 0 build has
 
 
 def as_backbone(backbone: Any):
@@ -109,9 +111,10 @@ def _timm_extra(entry: Any, img_size: int | None, drop_path_rate: float) -> dict
 
 
 def load_weights(model: Any, entry: Any, source: Any, *, weights_dir: str | Path | None = None,
-                 offline: bool | None = None, path: Path | None = None) -> tuple[Any, str]:
+                 offline: bool | None = None, path: Path | None = None) -> tuple[Any, str, dict[str, Any]]:
     """Fetch (unless `path` is given), convert and strictly load `source` into `model`.
-    Returns the module (a TorchScript format replaces it) and a one-line load report."""
+    Returns the module (a TorchScript format replaces it), a one-line load report, and the
+    checkpoint's classifier that the converter kept aside ({} when none)."""
     from bobkit.backbones.converters import ConvertContext, converter_for
     from bobkit.backbones.loading import load_strict
 
@@ -124,9 +127,10 @@ def load_weights(model: Any, entry: Any, source: Any, *, weights_dir: str | Path
     if converted.module is not None:
         from bobkit.backbones.adapters.sscd import TorchScriptDescriptor
 
-        return TorchScriptDescriptor(converted.module, int(model.num_features)), "; ".join(converted.notes)
+        module = TorchScriptDescriptor(converted.module, int(model.num_features))
+        return module, "; ".join(converted.notes), converted.classifier
     report = load_strict(model, converted, f"{path} ({source.format} → {entry.id})")
-    return model, report.summary()
+    return model, report.summary(), converted.classifier
 
 
 def build(backbone: Any, pretrained: bool = True, num_classes: int = 0, features_only: bool = False,
@@ -151,12 +155,12 @@ def build(backbone: Any, pretrained: bool = True, num_classes: int = 0, features
                        "function that loads its own weights")
     model = construct(entry, img_size=img_size, drop_path_rate=drop_path_rate,
                       pretrained=pretrained and source.format == "python", model_kwargs=model_kwargs)
-    loaded_from, report = None, None
+    loaded_from, report, kept_head = None, None, {}
     if pretrained and source.format == "python":
         loaded_from, report = f"python: {entry.entry}", "weights loaded by the backbone's own entry point"
     elif pretrained:
-        model, report = load_weights(model, entry, source, weights_dir=weights_dir, offline=offline,
-                                     path=Path(checkpoint_path) if checkpoint_path else None)
+        model, report, kept_head = load_weights(model, entry, source, weights_dir=weights_dir, offline=offline,
+                                                path=Path(checkpoint_path) if checkpoint_path else None)
         loaded_from = str(checkpoint_path) if checkpoint_path else _describe_source(source)
     info = list(model.feature_info)
     stages = default_out_indices(info, entry.plain_vit)
@@ -172,11 +176,41 @@ def build(backbone: Any, pretrained: bool = True, num_classes: int = 0, features
         strides = [int(info[i]["reduction"]) for i in stages]
         if num_classes:
             model.reset_classifier(num_classes)
+            if pretrained:
+                report = "; ".join(filter(None, [report, _use_checkpoint_head(model, kept_head, num_classes)]))
     return BuiltBackbone(
         model=model, num_features=num_features, feature_dims=feature_dims, strides=strides,
         resolution=int(img_size or entry.resolution), mean=tuple(entry.mean), std=tuple(entry.std),
         plain_vit=entry.plain_vit, backbone_id=entry.id, weights=loaded_from, load_report=report,
     )
+
+
+def _use_checkpoint_head(model: Any, kept: dict[str, Any], num_classes: int) -> str:
+    """Copy the checkpoint's classifier into the fresh one when it has the same shape; otherwise the
+    seeded random head stays. Returns the load report's 'classifier: …' part."""
+    import torch
+
+    weight, bias = kept.get("weight"), kept.get("bias")
+    if weight is None:
+        return f"{CLASSIFIER_NOTE}new, randomly initialised (none kept from the checkpoint)"
+    fc = model.get_classifier()
+    want = (num_classes, int(model.num_features))
+    got = tuple(weight.shape)
+    if not isinstance(fc, torch.nn.Linear) or got != want or bias is None or tuple(bias.shape) != want[:1]:
+        return (f"{CLASSIFIER_NOTE}new, randomly initialised (the checkpoint's head is "
+                f"{'×'.join(map(str, got))}, this module needs {want[0]}×{want[1]})")
+    with torch.no_grad():
+        fc.weight.copy_(weight)
+        fc.bias.copy_(bias)
+    return f"{CLASSIFIER_NOTE}the checkpoint's own {num_classes}-way head"
+
+
+def classifier_origin(built: BuiltBackbone) -> str:
+    """Where the classifier of a num_classes > 0 build came from, as its load report says."""
+    for part in (built.load_report or "").split("; "):
+        if part.startswith(CLASSIFIER_NOTE):
+            return part[len(CLASSIFIER_NOTE):]
+    return "new, randomly initialised (no pretrained weights)"
 
 
 def _describe_source(source: Any) -> str:

@@ -90,13 +90,15 @@ def describe_transform(transform) -> str:
 def embedding_model(spec, rt):
     """The backbone (pretrained unless smoke) returning pooled features, or 1000-way head outputs.
 
-    `feature: head_logits` gives the backbone a new 1000-way classifier (the zoo's num_classes): the
-    authors read model(x) of models whose head was not in the checkpoint (VICReg: randomly
-    initialised); bobkit's head is drawn from the run's seed (cls_runtime.start seeds torch).
+    `feature: head_logits` reads model(x) through a 1000-way classifier (the zoo's num_classes), as
+    the authors did: the MiDaS encoders' checkpoints carry timm's ImageNet head, which the zoo
+    loads; VICReg's has none, so its head is random, drawn from the run's seed (cls_runtime.start
+    seeds torch) since the authors' seed is unknown. The log says which head was used.
     """
     import torch
 
     from bobkit.backbones import build
+    from bobkit.backbones.zoo import classifier_origin
 
     hp = spec.hparams
     head = hp.get("feature", "pooled") == "head_logits"
@@ -104,6 +106,8 @@ def embedding_model(spec, rt):
                   img_size=hp.get("resolution"), num_classes=HEAD_CLASSES if head else 0)
     if built.load_report:
         log.info("backbone %s: %s (%s)", spec.backbone, built.weights, built.load_report)
+    if head:
+        log.info("feature head_logits: %d-way classifier %s", HEAD_CLASSES, classifier_origin(built))
     model = built.model.to(rt.device).eval()
     if rt.channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -111,6 +115,11 @@ def embedding_model(spec, rt):
 
 
 # ---------------------------------------------------------------- features (cached)
+
+
+# How a head_logits head is made; part of the feature-cache key so caches made under another rule
+# (before the checkpoint's own classifier was kept) are not reused.
+HEAD_RULE = "checkpoint classifier when it fits, else seeded random"
 
 
 def fingerprint(paths: list[Path], root: Path, settings: dict[str, Any]) -> str:
@@ -200,6 +209,8 @@ def features_for(split: str, paths: list[Path], root: Path, spec, rt, model_fact
     settings = {"backbone": spec.backbone_spec.get("id"), "weights": spec.backbone_spec.get("weights"),
                 "smoke": spec.smoke, "transform": repr(transform), "feature": hp.get("feature", "pooled"),
                 "pretrained": hp.get("pretrained", True), "l2_normalize": hp.get("l2_normalize", True)}
+    if settings["feature"] == "head_logits":  # the head: the checkpoint's own, else drawn from the seed
+        settings.update(head=HEAD_RULE, seed=hp.get("seed"))
     key = fingerprint(paths, root, settings)
     cached = cache.load(split, key)
     if cached is not None:

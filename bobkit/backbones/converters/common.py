@@ -39,12 +39,17 @@ class ConvertContext:
 
 @dataclass
 class Converted:
-    """A converter's result: target-named tensors, and what was dropped and why."""
+    """A converter's result: target-named tensors, and what was dropped and why.
+
+    `classifier` holds a checkpoint's own classification head ('weight', 'bias'), kept aside so a
+    build with num_classes > 0 can use it; its keys are still counted in `dropped` because the
+    backbone itself has no head."""
 
     state: dict[str, Any] = field(default_factory=dict)
     dropped: dict[str, list[str]] = field(default_factory=dict)  # reason -> source keys
     module: Any = None  # formats that ship a whole module (TorchScript) put it here instead of `state`
     notes: list[str] = field(default_factory=list)
+    classifier: dict[str, Any] = field(default_factory=dict)  # 'weight', 'bias' of the checkpoint's head
 
     def dropped_count(self) -> int:
         return sum(len(v) for v in self.dropped.values())
@@ -97,6 +102,17 @@ class KeyMapper:
         if keys:
             self.out.dropped.setdefault(reason, []).extend(keys)
         return len(keys)
+
+    def keep_classifier(self, name: str, reason: str) -> bool:
+        """Drop `name`.weight/.bias from the backbone (for `reason`) but keep them aside in
+        `Converted.classifier`; False when the checkpoint has no such pair."""
+        weight, bias = name + ".weight", name + ".bias"
+        if self.out.classifier or weight not in self.remaining or bias not in self.remaining:
+            return False
+        self.out.classifier = {"weight": self.remaining[weight], "bias": self.remaining[bias]}
+        self.drop(weight, reason, prefix=False)
+        self.drop(bias, reason, prefix=False)
+        return True
 
     def result(self) -> Converted:
         if self.remaining:

@@ -5,7 +5,9 @@ The original layout puts each stage's patch merging at the end of stage i (`laye
 i = 0..2); timm 1.0 puts it at the start of stage i+1. Buffers derived from the window size
 (`relative_coords_table`, `relative_position_index`, `attn_mask`) are recomputed by the module
 for the window it is built with, so they are dropped by name. Files already in timm 1.0's layout
-(`head.fc.*`, merging at the start of stages) pass through unchanged.
+(`head.fc.*`, merging at the start of stages) pass through unchanged. The ImageNet head (`head.*`
+in timm 0.6, `head.fc.*` in timm 1.0) is not part of the backbone but is kept aside: retrieval's
+`head_logits` feature of the MiDaS encoders is that head's output.
 """
 
 from __future__ import annotations
@@ -23,8 +25,10 @@ def _map_swinv2(km: KeyMapper, prefix: str = "") -> None:
     km.drop(lambda k: k.startswith(prefix) and k.endswith(_DERIVED),
             "window-size buffers (recomputed for the built window)")
     head = prefix + "head."
-    km.drop(lambda k: k in (head + "weight", head + "bias", head + "fc.weight", head + "fc.bias"),
-            "ImageNet classifier of the checkpoint")
+    why = "ImageNet classifier of the checkpoint"
+    km.keep_classifier(prefix + "head", why)  # timm 0.6: a plain Linear
+    km.keep_classifier(prefix + "head.fc", why)  # timm 1.0: ClassifierHead.fc (no-op once one is kept)
+    km.drop(lambda k: k in (head + "weight", head + "bias", head + "fc.weight", head + "fc.bias"), why)
     original = any(k.startswith(prefix + "layers.0.downsample.") for k in keys)
 
     def rule(key: str) -> str | None:
