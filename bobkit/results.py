@@ -93,6 +93,30 @@ class RunDir:
                 return "pending"
         return "pending"
 
+    def live_status(self) -> str:
+        """status(), except that a run marked running by a process of this host that no longer exists is
+        "stale" (killed hard: no chance to mark itself interrupted). Runs on other hosts or in containers
+        keep "running": their process cannot be seen from here."""
+        state = self.status()
+        if state != "running":
+            return state
+        try:
+            st = json.loads(self.status_path.read_text())
+        except (json.JSONDecodeError, OSError):
+            return state
+        import socket
+
+        pid = st.get("pid")
+        if st.get("host") != socket.gethostname() or not isinstance(pid, int) or pid <= 0:
+            return state
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return "stale"
+        except PermissionError:  # alive, owned by another user
+            return state
+        return state
+
     def set_status(self, state: str, **extra: Any) -> None:
         atomic_write_json(self.status_path, {"state": state, **extra})
 

@@ -149,6 +149,20 @@ def test_chexpert_is_multilabel_with_mean_auroc(catalog, tmp_path):
     assert extra["training"]["train_images"] == 20  # half of the 40 frontal training rows (train_fraction 0.5)
 
 
+def test_eval_interval_evaluates_every_nth_epoch_and_the_last(catalog, tmp_path):
+    """CheXpert's recipe evaluates every 2 epochs (Medical-MAE's --eval_interval); the best epoch is one
+    of the evaluated ones."""
+    metrics, run_dir = train(tmp_path, make_spec(catalog, "t_chexpert", "tiny_convnext", "chexpert", epochs=5,
+                                                 eval_interval=2))
+    rows = history(run_dir)
+    assert [r["epoch"] for r in rows if r["eval_auc"]] == ["2", "4", "5"]
+    assert [r["epoch"] for r in rows if not r["eval_auc"]] == ["1", "3"]
+    best_epoch = json.loads((run_dir.path / "provenance_extra.json").read_text())["training"]["best_epoch"]
+    assert best_epoch in (2, 4, 5)
+    best = max((float(r["eval_auc"]), -int(r["epoch"])) for r in rows if r["eval_auc"])
+    assert metrics["auc"] == pytest.approx(best[0]) and metrics["auc_last"] == pytest.approx(float(rows[-1]["eval_auc"]))
+
+
 def test_batch_size_must_split_evenly(catalog, tmp_path):
     from bobkit.errors import BadInput
 

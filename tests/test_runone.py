@@ -102,6 +102,12 @@ def test_resume_after_kill_matches_the_uninterrupted_run(catalog, tmp_path):
     assert killed.returncode == -signal.SIGKILL
     assert not resumed.metrics_path.exists() and (resumed.checkpoints / "last.pt").is_file()
     assert json.loads(resumed.status_path.read_text())["state"] == "running"  # as a hard kill leaves it
+    assert resumed.live_status() == "stale"  # its process is gone: `bobkit status` says so
+    shown = subprocess.run(cli_argv(sys.executable, "status", "--runs-dir", str(tmp_path / "resumed"), "--json"),
+                           capture_output=True, text=True, timeout=300)
+    (problem,) = json.loads(shown.stdout)["problems"]
+    dead_pid = json.loads(resumed.status_path.read_text())["pid"]
+    assert problem["state"] == "stale" and f"process {dead_pid}, which is gone" in problem["error"]
     again = run_one(resumed.spec_path)
     assert again.returncode == 0, again.stderr + again.stdout
     assert "resuming from" in again.stdout
@@ -111,6 +117,21 @@ def test_resume_after_kill_matches_the_uninterrupted_run(catalog, tmp_path):
     assert a["metrics"] == b["metrics"]  # exactly, in deterministic mode
     assert summary_rows(straight.path) == summary_rows(resumed.path)
     assert b["provenance"]["training"]["resumed_from_epoch"] == 1
+
+
+def test_live_status_sees_only_processes_of_this_host(tmp_path):
+    import socket
+
+    from bobkit.results import RunDir
+
+    run = RunDir(tmp_path / "run")
+    run.path.mkdir()
+    run.set_status("running", pid=os.getpid(), host=socket.gethostname())
+    assert run.live_status() == "running"
+    run.set_status("running", pid=os.getpid(), host="another-node")
+    assert run.live_status() == "running"  # another host's (or a container's) process cannot be checked
+    run.set_status("interrupted", pid=os.getpid(), host=socket.gethostname())
+    assert run.live_status() == "interrupted"
 
 
 def test_sigterm_marks_the_run_interrupted_and_keeps_checkpoints(catalog, tmp_path):

@@ -184,16 +184,17 @@ class Fit:
             train_loss = self._train_epoch(wrapped, model, optimizer, scheduler, scaler, mixup, loss_fn, epoch,
                                            accum, updates_per_epoch)
             scheduler.step(epoch + 1)
-            scores = self.evaluate(model)
+            scores = self.evaluate(model) if evaluated_epoch(epoch + 1, epochs, hp) else {}
             lr_now = max(g["lr"] for g in optimizer.param_groups)
             entry = {"epoch": epoch + 1, "train_loss": train_loss, "lr": lr_now, "seconds": time.time() - t0,
                      **{f"eval_{k}": v for k, v in scores.items()}}
             history.append(entry)
-            improved = not best or scores[metric] > best[metric]
+            improved = bool(scores) and (not best or scores[metric] > best[metric])
             if improved:
                 best, best_epoch = dict(scores), epoch + 1
             log.info("epoch %d/%d  train_loss %.4f  %s  (%.1fs)%s", epoch + 1, epochs, train_loss,
-                     "  ".join(f"{k} {v:.4f}" for k, v in scores.items() if not k.startswith("auc_")),
+                     "  ".join(f"{k} {v:.4f}" for k, v in scores.items() if not k.startswith("auc_"))
+                     or f"(not evaluated: every {hp.get('eval_interval', 1)} epochs)",
                      entry["seconds"], "  best" if improved else "")
             if rt.is_main:
                 if improved:
@@ -256,6 +257,11 @@ class Fit:
         if not math.isfinite(mean):
             raise RunFailed(f"the training loss is {mean} at epoch {epoch + 1}; lower the lr or turn AMP off")
         return mean
+
+
+def evaluated_epoch(epoch: int, epochs: int, hp: dict[str, Any]) -> bool:
+    """Epoch `epoch` (1-based) is evaluated when it is a multiple of eval_interval, or the last."""
+    return epoch % int(hp.get("eval_interval") or 1) == 0 or epoch == epochs
 
 
 def write_summary(path: Path, history: list[dict[str, Any]]) -> None:
