@@ -64,8 +64,8 @@ class ClassificationHparams(TrainHparams):
     train_fraction: float | None = Field(None, gt=0, le=1, description="first fraction of rows after a seeded shuffle")
     multilabel: bool = False
     eval_metric: Literal["top1", "auc"] = "top1"
-    eval_interval: int = Field(1, ge=1, description="evaluate after every n-th epoch and after the last; the best "
-                                                    "epoch is chosen among the evaluated ones")
+    eval_interval: int = Field(1, ge=1, description="evaluate after epochs 1, 1+n, 1+2n, … and the last; the "
+                                                    "best epoch is chosen among the evaluated ones")
 
     @model_validator(mode="after")
     def _momentum_for_sgd(self) -> "ClassificationHparams":

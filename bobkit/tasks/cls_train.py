@@ -260,8 +260,9 @@ class Fit:
 
 
 def evaluated_epoch(epoch: int, epochs: int, hp: dict[str, Any]) -> bool:
-    """Epoch `epoch` (1-based) is evaluated when it is a multiple of eval_interval, or the last."""
-    return epoch % int(hp.get("eval_interval") or 1) == 0 or epoch == epochs
+    """Epoch `epoch` (1-based) is evaluated when its 0-based index is a multiple of eval_interval, or it
+    is the last: epochs 1, 3, 5, … for interval 2, as Medical-MAE's CheXpert script counts."""
+    return (epoch - 1) % int(hp.get("eval_interval") or 1) == 0 or epoch == epochs
 
 
 def write_summary(path: Path, history: list[dict[str, Any]]) -> None:
