@@ -99,5 +99,6 @@ def _load_timm_classifier(obj: Any, path: Path, backbone_spec: dict[str, Any], h
     model = Classifier(built.model, head).to(map_location).eval()
     facts = {"num_classes": int(weight.shape[0]), "classes": None, "backbone": entry.id,
              "resolution": resolution, "epoch": obj.get("epoch") if isinstance(obj, dict) else None,
-             "layout": f"timm state dict (classifier '{names[0]}')", "load_report": report.summary()}
+             "layout": f"timm state dict; its classifier '{names[0]}' is the evaluated head",
+             "load_report": "backbone: " + report.summary()}
     return model, facts
