@@ -8,9 +8,7 @@ marked `EDIT`. The file is validated like every manifest before it replaces anyt
 
 from __future__ import annotations
 
-import os
 import re
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -129,18 +127,12 @@ def render_yaml(entry: dict[str, Any]) -> str:
 def write_manifest(entry: dict[str, Any], out: Path, force: bool = False) -> Path:
     """Write atomically, after validating the file the way `bobkit validate` does (with the built-ins)."""
     from bobkit.manifest.loader import load_catalog
+    from bobkit.results import atomic_path
 
     out = Path(out)
     if out.exists() and not force:
         raise BadInput(f"{out} exists; pass --force to replace it or choose another --out")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".yaml", dir=out.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(render_yaml(entry))
+    with atomic_path(out, suffix=".yaml") as tmp:  # validated before it replaces anything
+        Path(tmp).write_text(render_yaml(entry), encoding="utf-8")
         load_catalog([tmp])
-        os.replace(tmp, out)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return out

@@ -445,17 +445,8 @@ def write_report(data: ReportData, fmt: str, out_dir: Path, *, figures: bool = T
 
 
 def _atomic_bytes(path: Path, blob: bytes) -> None:
-    import os
-    import tempfile
+    from bobkit.results import atomic_path
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(blob)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_path(path, fsync=False) as tmp, open(tmp, "wb") as fh:
+        fh.write(blob)
     make_shareable(path)

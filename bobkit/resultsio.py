@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from bobkit.errors import BadInput
-from bobkit.results import atomic_write_text
+from bobkit.results import atomic_path, atomic_write_text
 
 LONG_COLUMNS = ("run_id", "experiment", "backbone", "dataset", "recipe", "task", "protocol", "lr", "seed", "smoke",
                 "metric", "value")
@@ -84,9 +84,6 @@ def write_results(records: Iterable[dict[str, Any]], path: Path) -> int:
 
 
 def _write_parquet(rows: list[dict[str, Any]], path: Path) -> None:
-    import os
-    import tempfile
-
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -95,16 +92,8 @@ def _write_parquet(rows: list[dict[str, Any]], path: Path) -> None:
                         ("protocol", pa.string()), ("lr", pa.float64()), ("seed", pa.int64()),
                         ("smoke", pa.bool_()), ("metric", pa.string()), ("value", pa.float64())])
     table = pa.Table.from_pylist(rows, schema=schema)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         pq.write_table(table, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 # ----------------------------------------------------------------------------------- import

@@ -15,7 +15,6 @@ from __future__ import annotations
 import hashlib
 import os
 import pickle
-import tempfile
 from pathlib import Path
 from typing import Iterable
 
@@ -88,13 +87,12 @@ def write(key: str, catalog) -> None:
     root = cache_root()
     if root is None:
         return
+    from bobkit.results import atomic_path
+
     folder = root / "catalog"
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".catalog-", suffix=".tmp")
-        with os.fdopen(fd, "wb") as f:
+        with atomic_path(folder / f"{key}.pickle", fsync=False) as tmp, open(tmp, "wb") as f:
             pickle.dump(catalog, f, protocol=pickle.HIGHEST_PROTOCOL)
-        os.replace(tmp, folder / f"{key}.pickle")
         _prune(folder)
     except OSError:  # read-only home, full disk: run without the cache
         return

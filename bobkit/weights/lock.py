@@ -14,6 +14,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from bobkit.results import atomic_write_text
+
 LOCK_COMMENT = ("sha256 of each weights file, recorded by `bobkit weights fetch` on first download; "
                 "later downloads must match. Keys: URL, or hf://<repo>/<file>.")
 
@@ -70,10 +72,7 @@ class WeightsLock:
                 entry["backbones"] = sorted(backbones)
             files[key] = entry
             body = json.dumps({"comment": LOCK_COMMENT, "files": dict(sorted(files.items()))}, indent=2) + "\n"
-            fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".weights.lock.")
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                fh.write(body)
-            os.replace(tmp, self.path)
+            atomic_write_text(self.path, body)
 
 
 def _mutex_path(path: Path) -> Path:
