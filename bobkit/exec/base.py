@@ -49,6 +49,22 @@ def prepare(spec: RunSpec, runs_dir: Path) -> RunDir:
     return run
 
 
+def prepare_all(specs: Sequence[RunSpec], runs_dir: Path) -> tuple[ExecutionReport, dict[str, RunDir], list[RunSpec]]:
+    """Every run directory prepared, upstream runs first: a report holding the finished ones as skipped,
+    the RunDir of each run by id, and the specs still to run (in dependency order)."""
+    report = ExecutionReport()
+    runs: dict[str, RunDir] = {}
+    pending: list[RunSpec] = []
+    for spec in order_by_dependencies(specs):
+        run = prepare(spec, runs_dir)
+        runs[spec.id] = run
+        if run.is_finished():
+            report.outcomes.append(RunOutcome(spec.id, "skipped", run.path, "already finished"))
+        else:
+            pending.append(spec)
+    return report, runs, pending
+
+
 def order_by_dependencies(specs: Sequence[RunSpec]) -> list[RunSpec]:
     """Upstream runs before the runs that read their checkpoints (stable otherwise)."""
     by_id = {s.id: s for s in specs}

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from bobkit.errors import EnvironmentMissing
-from bobkit.exec.base import ExecutionReport, RunOutcome, order_by_dependencies, prepare
+from bobkit.exec.base import ExecutionReport, RunOutcome, prepare_all
 from bobkit.exec.scheduler import GpuScheduler, RunClaim, device_ids, jobs_from_specs
 from bobkit.plan import RunSpec
 from bobkit.results import RunDir
@@ -171,16 +171,7 @@ class DockerExecutor:
         weights = Path(self.weights_dir or weights_root()).resolve()
         for folder in (data_root, weights):
             folder.mkdir(parents=True, exist_ok=True)
-        report = ExecutionReport()
-        runs: dict[str, RunDir] = {}
-        pending: list[RunSpec] = []
-        for spec in order_by_dependencies(specs):
-            run = prepare(spec, runs_dir)
-            runs[spec.id] = run
-            if run.is_finished():
-                report.outcomes.append(RunOutcome(spec.id, "skipped", run.path, "already finished"))
-            else:
-                pending.append(spec)
+        report, runs, pending = prepare_all(specs, runs_dir)
         images: dict[str, tuple[str, str, Any]] = {}
         for spec in pending:  # every image must exist before the first container starts
             self._image_for(client, spec, images)

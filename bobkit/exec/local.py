@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Callable, Sequence
 
-from bobkit.exec.base import ExecutionReport, RunOutcome, order_by_dependencies, prepare
+from bobkit.exec.base import ExecutionReport, RunOutcome, prepare_all
 from bobkit.plan import RunSpec
 from bobkit.results import RunDir
 
@@ -144,17 +144,7 @@ class LocalExecutor:
         from filelock import FileLock, Timeout
 
         runs_dir, data_root = Path(runs_dir).resolve(), Path(data_root).resolve()
-        report = ExecutionReport()
-        ordered = order_by_dependencies(specs)
-        runs: dict[str, RunDir] = {}
-        pending: list[RunSpec] = []
-        for spec in ordered:
-            run = prepare(spec, runs_dir)
-            runs[spec.id] = run
-            if run.is_finished():
-                report.outcomes.append(RunOutcome(spec.id, "skipped", run.path, "already finished"))
-            else:
-                pending.append(spec)
+        report, runs, pending = prepare_all(specs, runs_dir)
         outcome_of: dict[str, str] = {o.run_id: "done" for o in report.outcomes}
         free = list(self.slots)
         active: list[Child] = []
