@@ -16,7 +16,6 @@ from typing import Any
 from bobkit.manifest.models import Setting
 from bobkit.ranking import Correlation, Ranking, size_correlations
 from bobkit.results import atomic_write_text
-from bobkit.resultsio import make_shareable
 from bobkit.tables import ExperimentTable, canonical_backbone, experiment_table, rank_cells, task_groups
 from bobkit.verify import VerifyReport, Verdict, describe, to_pp, tolerance_text, verify
 
@@ -440,7 +439,6 @@ def write_report(data: ReportData, fmt: str, out_dir: Path, *, figures: bool = T
     text = {"md": lambda: render_markdown(data, paths), "html": lambda: render_html(data, pngs),
             "latex": lambda: render_latex(data, paths)}[fmt]()
     atomic_write_text(path, text)
-    make_shareable(path)
     return path
 
 
@@ -449,4 +447,3 @@ def _atomic_bytes(path: Path, blob: bytes) -> None:
 
     with atomic_path(path, fsync=False) as tmp, open(tmp, "wb") as fh:
         fh.write(blob)
-    make_shareable(path)

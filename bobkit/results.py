@@ -23,11 +23,26 @@ LOG = "log.txt"
 CHECKPOINTS = "checkpoints"
 
 
+def _umask() -> int:
+    """The process umask, read without changing it where Linux shows it (os.umask sets it, which races
+    with threads creating files)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 @contextmanager
 def atomic_path(path: Path, suffix: str = "", fsync: bool = True) -> Iterator[str]:
     """A temporary path in `path`'s folder to write to; when the block ends it is fsynced and renamed
     onto `path`, so readers never see half a file; on an error it is removed. `suffix` is for writers
-    that append one themselves (np.save adds .npy)."""
+    that append one themselves (np.save adds .npy). The file gets the permissions a plain open() would
+    give (mkstemp's are 0600): a lab shares its runs folder, results and reports."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
@@ -37,6 +52,7 @@ def atomic_path(path: Path, suffix: str = "", fsync: bool = True) -> Iterator[st
         if fsync:
             with open(tmp, "rb") as fh:
                 os.fsync(fh.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

@@ -40,15 +40,6 @@ def file_format(path: Path) -> str:
 
 # ----------------------------------------------------------------------------------- export
 
-def make_shareable(path: Path) -> None:
-    """Atomic writes go through mkstemp (mode 0600); a results file or report is meant to be read by others."""
-    import os
-
-    mask = os.umask(0)
-    os.umask(mask)
-    os.chmod(path, 0o666 & ~mask)
-
-
 def long_rows(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     """finished_results() records → one row per metric, sorted for stable files."""
     rows = []
@@ -79,7 +70,6 @@ def write_results(records: Iterable[dict[str, Any]], path: Path) -> int:
         atomic_write_text(path, json.dumps(rows, indent=1, allow_nan=False) + "\n")
     else:
         _write_parquet(rows, path)
-    make_shareable(path)
     return len(rows)
 
 

@@ -202,10 +202,7 @@ def verify_cmd(
     if junit is not None:
         from bobkit.results import atomic_write_text
 
-        from bobkit.resultsio import make_shareable
-
         atomic_write_text(junit, to_junit(report, fail_on.value))
-        make_shareable(junit)
     if json_out:
         emit_json({**report.to_json(), "fail_on": fail_on.value, "holds": report.holds(fail_on.value)})
     else:
