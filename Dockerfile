@@ -33,14 +33,18 @@ COPY docker/install-locked.sh /usr/local/bin/bobkit-install-locked
 COPY docker/entrypoint.sh /usr/local/bin/bobkit-entrypoint
 COPY docker/ca/ /tmp/bobkit-ca/
 
+# ---------------------------------------------------------------- bobkit's own source (installed last in each image)
+FROM scratch AS bobkit-src
+COPY pyproject.toml README.md /src/
+COPY bobkit/ /src/bobkit/
+COPY manifests/ /src/manifests/
+
 # ---------------------------------------------------------------- classification, retrieval, OOD classification
 FROM base AS classification
 ARG WHEELHOUSE_URL=""
 COPY docker/locks/classification.txt /opt/bobkit/locks/
 RUN bobkit-install-locked /opt/bobkit/locks/classification.txt
-COPY pyproject.toml README.md /tmp/bobkit-src/
-COPY bobkit/ /tmp/bobkit-src/bobkit/
-COPY manifests/ /tmp/bobkit-src/manifests/
+COPY --from=bobkit-src /src/ /tmp/bobkit-src/
 RUN pip install --no-deps --no-index --no-build-isolation /tmp/bobkit-src \
     && rm -rf /tmp/bobkit-src /tmp/bobkit-ca \
     && bobkit --help >/dev/null
@@ -93,9 +97,7 @@ COPY docker/locks/detection.txt /opt/bobkit/locks/
 RUN bobkit-install-locked /opt/bobkit/locks/detection.txt
 COPY --from=mmcv-build /wheels/ /tmp/wheels/
 RUN pip install --no-deps --no-index /tmp/wheels/mmcv-*.whl && rm -rf /tmp/wheels
-COPY pyproject.toml README.md /tmp/bobkit-src/
-COPY bobkit/ /tmp/bobkit-src/bobkit/
-COPY manifests/ /tmp/bobkit-src/manifests/
+COPY --from=bobkit-src /src/ /tmp/bobkit-src/
 RUN pip install --no-deps --no-index --no-build-isolation /tmp/bobkit-src \
     && rm -rf /tmp/bobkit-src /tmp/bobkit-ca \
     && bobkit --help >/dev/null

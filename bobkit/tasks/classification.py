@@ -23,11 +23,8 @@ log = logging.getLogger("bobkit.run")
 def run(spec, run_dir: RunDir, data_root: Path) -> dict[str, float]:
     from bobkit.tasks import cls_runtime
 
-    rt = cls_runtime.start(spec.hparams, smoke=spec.smoke)
-    try:
+    with cls_runtime.running(spec.hparams, smoke=spec.smoke) as rt:
         return _run(spec, run_dir, Path(data_root), rt)
-    finally:
-        cls_runtime.stop(rt)
 
 
 def _run(spec, run_dir: RunDir, data_root: Path, rt) -> dict[str, float]:

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import os
 import random
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 import torch
@@ -108,6 +108,16 @@ def start(hparams: dict[str, Any], smoke: bool = False) -> Runtime:
 def stop(rt: Runtime) -> None:
     if rt.distributed and torch.distributed.is_initialized():
         torch.distributed.destroy_process_group()
+
+
+@contextmanager
+def running(hparams: dict[str, Any], smoke: bool = False) -> Iterator[Runtime]:
+    """start() for the length of a run, stop() however it ends (every runner's frame)."""
+    rt = start(hparams, smoke=smoke)
+    try:
+        yield rt
+    finally:
+        stop(rt)
 
 
 def seed_everything(seed: int) -> None:

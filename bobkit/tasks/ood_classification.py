@@ -124,11 +124,8 @@ def run(spec, run_dir: RunDir, data_root: Path) -> dict[str, float]:
         raise BadInput(f"run {spec.id}: unknown OOD classification protocol '{spec.protocol}' (ood_eval, visda)")
     from bobkit.tasks import cls_runtime
 
-    rt = cls_runtime.start(spec.hparams)
-    try:
+    with cls_runtime.running(spec.hparams) as rt:
         return evaluate_checkpoint(spec, run_dir, Path(data_root), rt)
-    finally:
-        cls_runtime.stop(rt)
 
 
 def evaluate_checkpoint(spec, run_dir: RunDir, data_root: Path, rt) -> dict[str, float]:

@@ -236,35 +236,37 @@ def evaluate(query: np.ndarray, database: np.ndarray, rset: RetrievalSet, ks: li
 
 
 def run(spec, run_dir: RunDir, data_root: Path) -> dict[str, float]:
-    from bobkit.tasks.cls_data import dataset_root
-    from bobkit.tasks.cls_runtime import start, stop
+    from bobkit.tasks.cls_runtime import running
 
     if spec.task != "retrieval":
         raise BadInput(f"run {spec.id}: the retrieval runner got a '{spec.task}' spec")
+    with running(spec.hparams) as rt:
+        return _run(spec, run_dir, Path(data_root), rt)
+
+
+def _run(spec, run_dir: RunDir, data_root: Path, rt) -> dict[str, float]:
+    from bobkit.tasks.cls_data import dataset_root
+
     hp = spec.hparams
-    rt = start(hp)
-    try:
-        root, synthetic = dataset_root(spec, run_dir.path, Path(data_root))
-        rset = read_retrieval_set(spec.dataset_spec, root, hp)
-        log.info("%s%s: %s", spec.dataset, " (synthetic)" if synthetic else "", rset.describe())
-        for note in rset.notes:
-            log.info("  %s", note)
-        transform = retrieval_transform(hp, spec.backbone_spec, rset.thumbnail)
-        log.info("preprocessing: %s; feature %s", describe_transform(transform), hp.get("feature", "pooled"))
-        cache = FeatureCache(run_dir.path / FEATURES_DIR)
-        built_model: list[Any] = []
+    root, synthetic = dataset_root(spec, run_dir.path, data_root)
+    rset = read_retrieval_set(spec.dataset_spec, root, hp)
+    log.info("%s%s: %s", spec.dataset, " (synthetic)" if synthetic else "", rset.describe())
+    for note in rset.notes:
+        log.info("  %s", note)
+    transform = retrieval_transform(hp, spec.backbone_spec, rset.thumbnail)
+    log.info("preprocessing: %s; feature %s", describe_transform(transform), hp.get("feature", "pooled"))
+    cache = FeatureCache(run_dir.path / FEATURES_DIR)
+    built_model: list[Any] = []
 
-        def model_factory():
-            if not built_model:
-                built_model.append(embedding_model(spec, rt)[0])
-            return built_model[0]
+    def model_factory():
+        if not built_model:
+            built_model.append(embedding_model(spec, rt)[0])
+        return built_model[0]
 
-        query = features_for("query", rset.queries, root, spec, rt, model_factory, transform, cache)
-        database = features_for("database", rset.database, root, spec, rt, model_factory, transform, cache)
-        if query.shape[1] != database.shape[1]:
-            raise RuntimeError(f"query features have dimension {query.shape[1]}, database {database.shape[1]}")
-        metrics = evaluate(query, database, rset, [int(k) for k in hp.get("ks", [1, 5, 10])])
-        log.info("retrieval %s: %s", spec.dataset, "  ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
-        return metrics
-    finally:
-        stop(rt)
+    query = features_for("query", rset.queries, root, spec, rt, model_factory, transform, cache)
+    database = features_for("database", rset.database, root, spec, rt, model_factory, transform, cache)
+    if query.shape[1] != database.shape[1]:
+        raise RuntimeError(f"query features have dimension {query.shape[1]}, database {database.shape[1]}")
+    metrics = evaluate(query, database, rset, [int(k) for k in hp.get("ks", [1, 5, 10])])
+    log.info("retrieval %s: %s", spec.dataset, "  ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
+    return metrics
