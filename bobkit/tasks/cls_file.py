@@ -31,15 +31,6 @@ def is_bobkit_checkpoint(obj: Any) -> bool:
         "linear", "bn_linear")
 
 
-def classifier_name(timm_model: str) -> list[str]:
-    """The module path(s) of the classifier in timm's config for this architecture."""
-    import timm
-
-    cfg = timm.models.get_pretrained_cfg(timm_model)
-    name = (cfg.classifier if cfg else None) or "head"
-    return [name] if isinstance(name, str) else list(name)
-
-
 def load_classifier_file(path: Path, backbone_spec: dict[str, Any], hparams: dict[str, Any],
                          map_location: Any = "cpu"):
     """(Classifier in eval mode, checkpoint facts) from `path`; BadInput when it is not a classifier of
@@ -60,11 +51,13 @@ def load_classifier_file(path: Path, backbone_spec: dict[str, Any], hparams: dic
 
 def _load_timm_classifier(obj: Any, path: Path, backbone_spec: dict[str, Any], hparams: dict[str, Any],
                           map_location: Any):
+    """Through the `checkpoint` converter (the gauntlet's): it unwraps the file, loads the backbone
+    strictly and keeps the classifier aside, which becomes the head."""
     from torch import nn
 
-    from bobkit.backbones.converters.common import tensors_of
-    from bobkit.backbones.loading import load_strict
     from bobkit.backbones.converters import ConvertContext, converter_for
+    from bobkit.backbones.converters.user import classifier_names
+    from bobkit.backbones.loading import load_strict
     from bobkit.backbones.zoo import as_backbone
     from bobkit.manifest.models import WeightsSource
     from bobkit.tasks.cls_model import Classifier, build_backbone
@@ -74,31 +67,26 @@ def _load_timm_classifier(obj: Any, path: Path, backbone_spec: dict[str, Any], h
     if entry.family not in TIMM_FAMILIES or not entry.timm_model:
         raise BadInput(f"{where}: backbone '{entry.id}' is not a timm architecture, so only a bobkit "
                        "checkpoints/final.pt of its fine-tune can be evaluated")
-    state = tensors_of(obj, where, wrappers=("state_dict", "model", "module"))
-    if state and all(k.startswith("module.") for k in state):
-        state = {k[len("module."):]: v for k, v in state.items()}
-    names = [n for n in classifier_name(entry.timm_model) if n + ".weight" in state]
-    if not names:
-        wanted = " or ".join(n + ".weight" for n in classifier_name(entry.timm_model))
-        raise BadInput(f"{where}: no classifier ({wanted}) in this file; OOD evaluation needs an ImageNet "
-                       "fine-tuned classifier, not a backbone checkpoint")
-    weight, bias = state[names[0] + ".weight"], state.get(names[0] + ".bias")
     resolution = hparams.get("resolution")
     built = build_backbone(backbone_spec, {"drop_path": 0.0, "resolution": resolution}, pretrained=False)
+    ctx = ConvertContext(path=path, model=built.model, backbone=entry,
+                         source=WeightsSource(format="checkpoint", path=where), loaded=obj)
+    converted = converter_for("checkpoint")(ctx)
+    if not converted.classifier:
+        wanted = " or ".join(n + ".weight" for n in classifier_names(entry.timm_model))
+        raise BadInput(f"{where}: no classifier ({wanted}) in this file; OOD evaluation needs an ImageNet "
+                       "fine-tuned classifier, not a backbone checkpoint")
+    weight, bias = converted.classifier["weight"], converted.classifier["bias"]
     if weight.ndim != 2 or weight.shape[1] != built.num_features:
-        raise BadInput(f"{where}: classifier '{names[0]}' has shape {tuple(weight.shape)}; backbone "
+        raise BadInput(f"{where}: the classifier has shape {tuple(weight.shape)}; backbone "
                        f"'{entry.id}' gives {built.num_features} features")
-    source = WeightsSource(format="checkpoint", path=where)
-    ctx = ConvertContext(path=path, model=built.model, backbone=entry, source=source)
-    converted = converter_for("checkpoint")(ctx)  # drops the classifier by the same timm config
     report = load_strict(built.model, converted, f"{where} (timm classifier → {entry.id})")
-    head = nn.Linear(built.num_features, int(weight.shape[0]), bias=bias is not None)
+    head = nn.Linear(built.num_features, int(weight.shape[0]))
     head.weight.data.copy_(weight)
-    if bias is not None:
-        head.bias.data.copy_(bias)
+    head.bias.data.copy_(bias)
     model = Classifier(built.model, head).to(map_location).eval()
     facts = {"num_classes": int(weight.shape[0]), "classes": None, "backbone": entry.id,
              "resolution": resolution, "epoch": obj.get("epoch") if isinstance(obj, dict) else None,
-             "layout": f"timm state dict; its classifier '{names[0]}' is the evaluated head",
+             "layout": "timm state dict; its classifier is the evaluated head",
              "load_report": "backbone: " + report.summary()}
     return model, facts

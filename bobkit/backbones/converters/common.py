@@ -24,6 +24,7 @@ class ConvertContext:
     backbone: Any  # bobkit.manifest.models.Backbone
     source: Any  # bobkit.manifest.models.WeightsSource
     builder_options: dict[str, Any] = field(default_factory=dict)
+    loaded: Any = None  # the file's contents when the caller has read it already (read once)
 
     @property
     def fmt(self) -> str:
@@ -34,7 +35,7 @@ class ConvertContext:
         return self.backbone.family
 
     def load(self) -> Any:
-        return read_checkpoint(self.path)
+        return self.loaded if self.loaded is not None else read_checkpoint(self.path)
 
 
 @dataclass
@@ -180,7 +181,10 @@ def tensors_of(obj: Any, where: str, wrappers: tuple[str, ...] = ("state_dict", 
 
 
 def drop_classifier(km: KeyMapper, names: Iterable[str], why: str) -> None:
-    """Drop a classifier the built backbone does not have (num_classes=0); named per format."""
+    """Drop a classifier the built backbone does not have (num_classes=0); named per format. The first
+    one found is kept aside (Converted.classifier) for a build that asks for a classifier of its shape."""
     for name in names:
+        if km.keep_classifier(name, why):
+            continue
         km.drop(name + ".weight", why, prefix=False)
         km.drop(name + ".bias", why, prefix=False)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 
 from bobkit.backbones.converters import converter
-from bobkit.backbones.converters.common import ConvertContext, Converted, KeyMapper, tensors_of
+from bobkit.backbones.converters.common import ConvertContext, Converted, KeyMapper, drop_classifier, tensors_of
 
 _DERIVED = (".relative_coords_table", ".relative_position_index", ".attn_mask")
 
@@ -24,11 +24,8 @@ def _map_swinv2(km: KeyMapper, prefix: str = "") -> None:
     keys = [k for k in km.remaining if k.startswith(prefix)]
     km.drop(lambda k: k.startswith(prefix) and k.endswith(_DERIVED),
             "window-size buffers (recomputed for the built window)")
-    head = prefix + "head."
-    why = "ImageNet classifier of the checkpoint"
-    km.keep_classifier(prefix + "head", why)  # timm 0.6: a plain Linear
-    km.keep_classifier(prefix + "head.fc", why)  # timm 1.0: ClassifierHead.fc (no-op once one is kept)
-    km.drop(lambda k: k in (head + "weight", head + "bias", head + "fc.weight", head + "fc.bias"), why)
+    # timm 0.6 names the head a plain Linear `head`, timm 1.0 `head.fc`
+    drop_classifier(km, [prefix + "head", prefix + "head.fc"], "ImageNet classifier of the checkpoint")
     original = any(k.startswith(prefix + "layers.0.downsample.") for k in keys)
 
     def rule(key: str) -> str | None:

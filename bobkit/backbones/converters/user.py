@@ -16,17 +16,21 @@ def convert_user_checkpoint(ctx: ConvertContext) -> Converted:
     if state and all(k.startswith("module.") for k in state):
         state = {k[len("module."):]: v for k, v in state.items()}
     km = KeyMapper(state, where, "checkpoint")
+    model_keys = set(ctx.model.state_dict())
+    drop_classifier(km, [n for n in classifier_names(ctx.backbone.timm_model) if n + ".weight" not in model_keys],
+                    "classifier (the backbone is built without one)")
+    km.take_prefix("")
+    return km.result()
+
+
+def classifier_names(timm_model: str | None) -> list[str]:
+    """The module path(s) of the classifier in timm's config for an architecture (`head` when unknown)."""
     classifier = "head"
     try:
         import timm
 
-        cfg = timm.models.get_pretrained_cfg(ctx.backbone.timm_model)
+        cfg = timm.models.get_pretrained_cfg(timm_model) if timm_model else None
         classifier = (cfg.classifier if cfg else None) or classifier
     except (ImportError, RuntimeError):
         pass
-    names = [classifier] if isinstance(classifier, str) else list(classifier)
-    model_keys = set(ctx.model.state_dict())
-    drop_classifier(km, [n for n in names if n + ".weight" not in model_keys],
-                    "classifier (the backbone is built without one)")
-    km.take_prefix("")
-    return km.result()
+    return [classifier] if isinstance(classifier, str) else list(classifier)
