@@ -5,9 +5,8 @@ planned run, metrics = the published MRR plus a little deterministic noise), the
   1. `bobkit verify --published-only --json` (every published cell checked for consistency),
   2. `bobkit verify RUNS --json` over every published cell with the synthetic runs,
   3. `bobkit verify RUNS` as a person reads it (the terminal listing),
-  4. case 2 with the catalog cache off (BOBKIT_CATALOG_CACHE=0: the first run after a manifest change),
 each as a user runs it (a fresh process, wall time) and in-process (after imports), and reports which
-heavy modules the verify process imported. The catalog cache lives in a temporary folder.
+heavy modules the verify process imported.
 
     python benchmarks/verify_speed.py [--repeat 3]
 """
@@ -66,17 +65,15 @@ def write_synthetic_runs(runs_dir: Path, experiment: str = "retrieval") -> int:
     return n
 
 
-def time_cli(args: list[str], repeat: int, env: dict[str, str] | None = None) -> dict:
+def time_cli(args: list[str], repeat: int) -> dict:
     """Wall time, and CPU time (user + sys), which a busy shared machine distorts far less."""
     import resource
 
-    env = {**os.environ, **(env or {})}
     walls, cpus, inner, last = [], [], [], {}
     for _ in range(repeat):
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
         t0 = time.perf_counter()
-        proc = subprocess.run([sys.executable, "-c", PROBE, *args], capture_output=True, text=True, timeout=300,
-                              env=env)
+        proc = subprocess.run([sys.executable, "-c", PROBE, *args], capture_output=True, text=True, timeout=300)
         walls.append(time.perf_counter() - t0)
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
         cpus.append(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime)
@@ -122,27 +119,24 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=3)
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="bobkit-verify-bench-") as tmp:
-        os.environ["BOBKIT_CACHE"] = str(Path(tmp) / "cache")
         runs = Path(tmp) / "runs"
         t0 = time.perf_counter()
         n = write_synthetic_runs(runs)
         print(f"wrote {n} synthetic retrieval runs in {time.perf_counter() - t0:.2f} s")
         env_note = f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}"
         print(env_note)
-        time_cli(["--published-only", "--json"], 1)  # fills the catalog cache
         published_only = time_cli(["--published-only", "--json"], args.repeat)
         full = time_cli([str(runs), "--json"], args.repeat)
         listing = time_cli([str(runs)], args.repeat)
-        cold = time_cli([str(runs), "--json"], args.repeat, {"BOBKIT_CATALOG_CACHE": "0"})
         parts = time_in_process(runs, args.repeat)
     result = {"published_only_cli": published_only, "verify_cli": full, "verify_cli_listing": listing,
-              "verify_cli_no_cache": cold, "in_process": parts}
+              "in_process": parts}
     print(json.dumps(result, indent=2))
-    heavy = set(full["heavy_imports"]) | set(listing["heavy_imports"]) | set(cold["heavy_imports"])
+    heavy = set(full["heavy_imports"]) | set(listing["heavy_imports"])
     print(f"no torch imported: {not {'torch', 'timm'} & heavy}")
     worst = max(full["wall_s_median"], listing["wall_s_median"])
     print(f"target < 1 s wall: {'met' if worst < 1.0 else 'NOT met'} (median wall: --json {full['wall_s_median']:.2f} s, "
-          f"listing {listing['wall_s_median']:.2f} s; without the catalog cache {cold['wall_s_median']:.2f} s)")
+          f"listing {listing['wall_s_median']:.2f} s)")
 
 
 if __name__ == "__main__":

@@ -13,18 +13,6 @@ REPO = Path(__file__).resolve().parents[1]
 MINI = REPO / "tests" / "fixtures" / "mini"
 
 
-@pytest.fixture(scope="session", autouse=True)
-def private_bobkit_cache(tmp_path_factory):
-    """Keep the catalog cache of every test (and the CLI processes they start) out of the user's home."""
-    old = os.environ.get("BOBKIT_CACHE")
-    os.environ["BOBKIT_CACHE"] = str(tmp_path_factory.mktemp("bobkit-cache"))
-    yield
-    if old is None:
-        os.environ.pop("BOBKIT_CACHE", None)
-    else:
-        os.environ["BOBKIT_CACHE"] = old
-
-
 @pytest.fixture
 def mini_dir() -> Path:
     return MINI

@@ -126,22 +126,7 @@ def manifest_dirs(extra: Iterable[str | Path] = ()) -> list[Path]:
 
 
 def load_catalog(extra: Iterable[str | Path] = (), *, builtin: bool = True) -> Catalog:
-    """The validated Catalog of these folders; a cached copy when none of its inputs changed."""
-    from bobkit.manifest import cache
-
     dirs = manifest_dirs(extra) if builtin else [Path(p) for p in extra]
-    key = cache.cache_key(dirs) if cache.enabled() else None
-    if key is not None:
-        cached = cache.read(key)
-        if isinstance(cached, Catalog):
-            return cached
-    catalog = _read_catalog(dirs)
-    if key is not None:
-        cache.write(key, catalog)
-    return catalog
-
-
-def _read_catalog(dirs: list[Path]) -> Catalog:
     catalog = Catalog()
     for d in dirs:
         if not d.exists():
@@ -158,9 +143,9 @@ def _read_catalog(dirs: list[Path]) -> Catalog:
 
 
 def _load_yaml_file(path: Path, catalog: Catalog) -> None:
-    import yaml  # here, not at the top: a cached Catalog needs no YAML
+    import yaml
 
-    # libyaml's parser is ~10x faster than the pure-Python one
+    # libyaml's parser is ~10x faster than the pure-Python one; verify's one-second budget needs it
     safe_loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
     try:
         data = yaml.load(path.read_text(encoding="utf-8"), Loader=safe_loader)

@@ -36,7 +36,7 @@ IMAGE_FAMILY: dict[str, ImageFamily] = {
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class Sourced(Strict):
