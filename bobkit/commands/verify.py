@@ -137,8 +137,9 @@ def _render(report, title: str, show_all: bool) -> None:
 
     c = console()
     sources: dict[str, int] = {}
-    listed = [v for v in report.verdicts if show_all or v.status in LISTED_BY_DEFAULT or v.tier == "rank"]
-    hidden = [v for v in report.verdicts if v not in listed] if len(listed) < len(report.verdicts) else []
+    listed, hidden = [], []
+    for v in report.verdicts:
+        (listed if show_all or v.status in LISTED_BY_DEFAULT or v.tier == "rank" else hidden).append(v)
     c.print(f"[bold]{escape(title)}[/]")
     for v in listed:
         src = str(sources.setdefault(v.source, len(sources) + 1)) if v.source else "–"
