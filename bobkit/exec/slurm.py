@@ -67,6 +67,23 @@ def is_active(state: str | None) -> bool:
     return bool(state) and state not in TERMINAL
 
 
+def job_state(job: str) -> str | None:
+    """One job's state as slurmctld has it now (`scontrol show job`), None when it no longer knows it.
+
+    squeue's listing is a snapshot; before a run is written off as failed, its job is asked about once
+    more, so a job between two incarnations (a requeue) is never mistaken for a lost one.
+    """
+    try:
+        proc = subprocess.run(["scontrol", "show", "job", "--oneliner", job], capture_output=True, text=True,
+                              timeout=60)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    for field in proc.stdout.split():
+        if field.startswith("JobState="):
+            return field.split("=", 1)[1]
+    return None
+
+
 # ---------------------------------------------------------------- what a run directory records
 
 # status.json holds the run's state; `bobkit run-one` rewrites it as the run goes, so the Slurm
@@ -406,13 +423,16 @@ def settled(run: RunDir, queue: dict[str, str]) -> RunOutcome | None:
     if is_active(queue.get(job or "")):
         return None
     st = read_status(run)
+    confirmed = job_state(job) if job and st.get("state") not in ("failed", "interrupted") else None
+    if is_active(confirmed):
+        return None
     logs = f"log {run.log_path}; slurm log {rec.get('slurm_log', '?')}"
     if st.get("state") in ("failed", "interrupted"):
         why = st.get("error") or st.get("message") or f"exit code {st.get('exit_code')}"
         return RunOutcome(run.path.name, st["state"], run.path, f"{why} (job {job}; {logs})")
     # Gone from the queue without a word from the task: cancelled before it started, an upstream
     # run failed, or the node died. Record it so `status` shows it and `reproduce` resubmits it.
-    state = queue.get(job or "", "no longer in the queue")
+    state = queue.get(job or "") or confirmed or "no longer in the queue"
     message = f"job {job} ended ({state}) before the run finished; {logs}"
     update_status(run, state="failed", message=message, finished=now())
     return RunOutcome(run.path.name, "failed", run.path, message)
