@@ -219,7 +219,9 @@ def _report_to_lock(report: dict[str, Any], header: str, only: set[str] | None =
         info = item["download_info"]
         digest = (info.get("archive_info") or {}).get("hashes", {}).get("sha256")
         if not digest and info["url"].startswith("file://"):
-            digest = _sha256_file(Path(info["url"][len("file://"):]))
+            from bobkit.weights import sha256_file
+
+            digest = sha256_file(Path(info["url"][len("file://"):]), use_cache=False)
         if not digest:
             raise EnvironmentMissing(f"the index gave no sha256 for {name} {meta['version']} ({info['url']}); "
                                      "use an index that publishes hashes (PyPI does)")
@@ -230,12 +232,6 @@ def _report_to_lock(report: dict[str, Any], header: str, only: set[str] | None =
 
 def _norm(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
-
-
-def _sha256_file(path: Path) -> str:
-    from bobkit.weights import sha256_file
-
-    return sha256_file(path, use_cache=False)
 
 
 def _pip_report(python: str, requirements: list[str], extra: list[str]) -> dict[str, Any]:

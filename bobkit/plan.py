@@ -102,7 +102,8 @@ def _chain_for_backbone(catalog: Catalog, recipe: Recipe, backbone: Backbone) ->
 
 
 def resolve_hparams(catalog: Catalog, recipe: Recipe, backbone: Backbone, *, lr: float | None, seed: int,
-                    smoke: bool, faithful: bool, extra: dict[str, Any] | None = None) -> tuple[dict[str, Any], list[str]]:
+                    smoke: bool, faithful: bool,
+                    extra: dict[str, Any] | None = None) -> tuple[dict[str, Any], list[str]]:
     """Base chain (each level: hparams, then its per-backbone overrides), the lr of this grid point,
     --faithful, --smoke, then `extra` (values a command line sets, e.g. --classifier): in that order."""
     hp = dict(catalog.resolved_hparams[recipe.id])
@@ -246,9 +247,7 @@ def parse_classifiers(catalog: Catalog, pairs: Iterable[str] | None) -> dict[str
         name, sep, file = pair.partition("=")
         if not sep or not name or not file:
             raise BadInput(f"--classifier {pair!r}: expected BACKBONE=FILE, e.g. vit_base_mae=ft/mae_in1k.pth")
-        found = catalog.backbone_by_alias(name)
-        if found is None:
-            raise unknown_id("backbone", name, sorted(catalog.backbones))
+        [found] = catalog.select_backbones([name])
         path = Path(file).expanduser()
         if not path.is_file():
             raise BadInput(f"--classifier {pair}: {path} is not a file; give an ImageNet fine-tuned classifier "

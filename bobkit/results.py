@@ -111,25 +111,26 @@ class RunDir:
 
     def status(self) -> str:
         """done, failed, interrupted, running, or pending."""
-        if self.is_finished():
-            return "done"
-        if self.status_path.is_file():
-            try:
-                return json.loads(self.status_path.read_text()).get("state", "pending")
-            except (json.JSONDecodeError, OSError):
-                return "pending"
-        return "pending"
+        return "done" if self.is_finished() else self.status_record().get("state", "pending")
+
+    def status_record(self) -> dict[str, Any]:
+        """status.json's contents (state, and what the writer added: error, pid, exit code, ...); {} when
+        there is none yet or it cannot be read."""
+        try:
+            data = json.loads(self.status_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return {}
+        return data if isinstance(data, dict) else {}
 
     def live_status(self) -> str:
         """status(), except that a run marked running by a process of this host that no longer exists is
         "stale" (killed hard: no chance to mark itself interrupted). Runs on other hosts or in containers
         keep "running": their process cannot be seen from here."""
-        state = self.status()
+        if self.is_finished():
+            return "done"
+        st = self.status_record()
+        state = st.get("state", "pending")
         if state != "running":
-            return state
-        try:
-            st = json.loads(self.status_path.read_text())
-        except (json.JSONDecodeError, OSError):
             return state
         import socket
 

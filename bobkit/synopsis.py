@@ -30,7 +30,7 @@ def measure_synopsis(catalog: Any, backbone_ids: Iterable[str] | None = None, pr
 
     if pretrained and device == "meta":
         raise ValueError("the meta device has no room for weights; use pretrained=False with device='meta'")
-    entries = _entries(catalog, backbone_ids)
+    entries = catalog.select_backbones(backbone_ids)
     rows: list[dict[str, Any]] = []
     with _progress(progress, len(entries)) as advance:
         for entry in entries:
@@ -57,10 +57,6 @@ def measure_synopsis(catalog: Any, backbone_ids: Iterable[str] | None = None, pr
             row["build_s"] = round(time.perf_counter() - started, 2)
             rows.append(row)
     return rows
-
-
-def _entries(catalog: Any, ids: Iterable[str] | None) -> list[Any]:
-    return catalog.select_backbones(ids)
 
 
 def _manifest_row(entry: Any) -> dict[str, Any]:

@@ -10,7 +10,7 @@ from types import SimpleNamespace
 
 import torch
 
-from bobkit.backbones.zoo import build, classifier_origin
+from bobkit.backbones.zoo import build
 from tests.test_backbones_converters import TINY_RESNET, TINY_SWIN, _swinv2_original, entry, reference, save
 
 WIDTH = 128  # TINY_SWIN's pooled feature: embed_dim 16 × 8
@@ -49,7 +49,7 @@ def test_midas_keeps_its_imagenet_head(tmp_path):
     assert torch.equal(fc.weight, head["head.weight"]) and torch.equal(fc.bias, head["head.bias"])
     _same_backbone(clf.model, ref)
     assert clf.load_report.endswith("; " + OWN_HEAD)
-    assert classifier_origin(clf) == "the checkpoint's own 1000-way head"
+    assert clf.classifier == "the checkpoint's own 1000-way head"
     x = torch.randn(1, 3, 64, 64)
     with torch.no_grad():
         want = ref.forward_head(ref.forward_features(x), pre_logits=True) @ head["head.weight"].T + head["head.bias"]

@@ -25,6 +25,7 @@ class BuiltBackbone:
     backbone_id: str = ""
     weights: str | None = None  # "<format>: <source>" the weights came from; None at random init
     load_report: str | None = None  # what the strict loader did (tensors loaded, heads dropped, tables resized)
+    classifier: str | None = None  # num_classes > 0: where its head came from (the checkpoint's, or random)
 
     @property
     def num_params(self) -> int:

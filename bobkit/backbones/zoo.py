@@ -21,7 +21,6 @@ from bobkit.errors import BadInput
 TIMM_FAMILIES = ("resnet", "convnext", "swinv2", "vit")
 # timm architectures whose constructor takes img_size (the others are fully convolutional).
 _SIZED_FAMILIES = ("swinv2", "vit")
-CLASSIFIER_NOTE = "classifier: "  # the load report's part that says which head a num_classes > 0 build has
 
 
 def as_backbone(backbone: Any):
@@ -174,43 +173,39 @@ def build(backbone: Any, pretrained: bool = True, num_classes: int = 0, features
     else:
         feature_dims = [int(info[i]["num_chs"]) for i in stages]
         strides = [int(info[i]["reduction"]) for i in stages]
-        if num_classes:
-            model.reset_classifier(num_classes)
-            if pretrained:
-                report = "; ".join(filter(None, [report, _use_checkpoint_head(model, kept_head, num_classes)]))
+    classifier = None
+    if num_classes:  # features_only excludes it (checked above)
+        model.reset_classifier(num_classes)
+        classifier = (_use_checkpoint_head(model, kept_head, num_classes) if pretrained
+                      else "new, randomly initialised (no pretrained weights)")
+        if pretrained:
+            report = "; ".join(filter(None, [report, f"classifier: {classifier}"]))
     return BuiltBackbone(
         model=model, num_features=num_features, feature_dims=feature_dims, strides=strides,
         resolution=int(img_size or entry.resolution), mean=tuple(entry.mean), std=tuple(entry.std),
         plain_vit=entry.plain_vit, backbone_id=entry.id, weights=loaded_from, load_report=report,
+        classifier=classifier,
     )
 
 
 def _use_checkpoint_head(model: Any, kept: dict[str, Any], num_classes: int) -> str:
     """Copy the checkpoint's classifier into the fresh one when it has the same shape; otherwise the
-    seeded random head stays. Returns the load report's 'classifier: …' part."""
+    seeded random head stays. Returns which head the build has, for BuiltBackbone.classifier."""
     import torch
 
     weight, bias = kept.get("weight"), kept.get("bias")
     if weight is None:
-        return f"{CLASSIFIER_NOTE}new, randomly initialised (none kept from the checkpoint)"
+        return "new, randomly initialised (none kept from the checkpoint)"
     fc = model.get_classifier()
     want = (num_classes, int(model.num_features))
     got = tuple(weight.shape)
     if not isinstance(fc, torch.nn.Linear) or got != want or bias is None or tuple(bias.shape) != want[:1]:
-        return (f"{CLASSIFIER_NOTE}new, randomly initialised (the checkpoint's head is "
+        return (f"new, randomly initialised (the checkpoint's head is "
                 f"{'×'.join(map(str, got))}, this module needs {want[0]}×{want[1]})")
     with torch.no_grad():
         fc.weight.copy_(weight)
         fc.bias.copy_(bias)
-    return f"{CLASSIFIER_NOTE}the checkpoint's own {num_classes}-way head"
-
-
-def classifier_origin(built: BuiltBackbone) -> str:
-    """Where the classifier of a num_classes > 0 build came from, as its load report says."""
-    for part in (built.load_report or "").split("; "):
-        if part.startswith(CLASSIFIER_NOTE):
-            return part[len(CLASSIFIER_NOTE):]
-    return "new, randomly initialised (no pretrained weights)"
+    return f"the checkpoint's own {num_classes}-way head"
 
 
 def _describe_source(source: Any) -> str:

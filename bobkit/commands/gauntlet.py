@@ -13,7 +13,6 @@ from typer.core import TyperGroup
 
 from bobkit.cli_app import JsonOpt, ManifestsOpt, app, console, emit_json, err_console, load
 from bobkit.commands.run import DataRootOpt, RunsDirOpt, data_root_or_default, parse_gpus, runs_dir_or_default
-from bobkit.errors import BadInput
 
 
 class _RunByDefault(TyperGroup):

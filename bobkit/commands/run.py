@@ -226,7 +226,7 @@ def status_cmd(
     json_out: JsonOpt = False,
 ) -> None:
     """How many runs are done, running, stale (killed hard), failed, interrupted or pending, per experiment."""
-    from bobkit.results import iter_runs, read_json
+    from bobkit.results import iter_runs
 
     runs = runs_dir_or_default(runs_dir)
     if experiment is not None and not (runs / experiment).is_dir():
@@ -238,7 +238,7 @@ def status_cmd(
         state = run.live_status()
         per_exp.setdefault(exp, Counter())[state] += 1
         if state in ("failed", "interrupted", "stale"):
-            st = read_json(run.status_path) if run.status_path.is_file() else {}
+            st = run.status_record()
             error = st.get("error", "") if state != "stale" else (
                 f"marked running by process {st.get('pid')}, which is gone (killed?); `bobkit reproduce` runs it again")
             problems.append({"experiment": exp, "run_id": run.path.name, "state": state,

@@ -23,10 +23,6 @@ LockOpt = Annotated[
 ]
 
 
-def _select(catalog, ids: list[str] | None):
-    return catalog.select_backbones(ids)
-
-
 def _size(n: int | None) -> str:
     if n is None:
         return ""
@@ -53,7 +49,7 @@ def fetch_cmd(
     from bobkit.weights import WeightsLock, WeightsMissing, cache_dir, fetch_backbones
 
     catalog = load(manifests)
-    chosen = _select(catalog, backbones)
+    chosen = catalog.select_backbones(backbones)
     results = fetch_backbones(chosen, weights_dir=weights_dir, offline=offline, lock=WeightsLock(lock),
                               progress=not json_out, keep_going=True)
     missing = [r for r in results if r.status == "missing"]
@@ -96,7 +92,7 @@ def list_cmd(
     from bobkit.weights import WeightsLock, cache_dir, cache_state
 
     catalog = load(manifests)
-    rows = cache_state(_select(catalog, backbones), weights_dir=weights_dir, lock=WeightsLock(lock))
+    rows = cache_state(catalog.select_backbones(backbones), weights_dir=weights_dir, lock=WeightsLock(lock))
     if json_out:
         emit_json(rows)
         return

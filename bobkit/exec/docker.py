@@ -293,8 +293,6 @@ class DockerExecutor:
             pass
 
     def _reap(self, act: _Active, interrupted: bool = False) -> tuple[str, str]:
-        from bobkit.results import read_json
-
         if act.thread is not None:
             act.thread.join(timeout=STOP_GRACE_S + 30)
         try:
@@ -306,7 +304,7 @@ class DockerExecutor:
             if act.chowned:
                 _chown_tree(act.run.path, 0, 0)
             code, run = act.exit_code, act.run
-            status = read_json(run.status_path) if run.status_path.is_file() else {}
+            status = run.status_record()
             if code == 0 and run.is_finished():
                 return "done", ""
             if interrupted or code in (130, 143):

@@ -261,7 +261,7 @@ class LocalExecutor:
         try:
             if code == 0 and run.is_finished():
                 return "done", ""
-            status = _status(run)
+            status = run.status_record()
             if code == 3:
                 return "missing", status.get("error") or child.last_line
             if code in (130, 143, -signal.SIGINT, -signal.SIGTERM):
@@ -295,7 +295,7 @@ class LocalExecutor:
                 proc.wait()
         state, msg = self._reap(child)
         if state not in ("done",):
-            if _status(child.run).get("state") != "interrupted":
+            if child.run.status_record().get("state") != "interrupted":
                 child.run.set_status("interrupted", exit_code=proc.returncode)
             return "interrupted", "stopped; run reproduce again to resume"
         return state, msg
@@ -308,15 +308,6 @@ def _pump(child: Child) -> None:
         text = line.strip()
         if text:
             child.last_line = text[-160:]
-
-
-def _status(run: RunDir) -> dict:
-    import json
-
-    try:
-        return json.loads(run.status_path.read_text())
-    except (OSError, ValueError):
-        return {}
 
 
 def _main_thread() -> bool:

@@ -78,9 +78,9 @@ def job_state(job: str) -> str | None:
                               timeout=60)
     except (OSError, subprocess.TimeoutExpired):
         return None
-    for field in proc.stdout.split():
-        if field.startswith("JobState="):
-            return field.split("=", 1)[1]
+    for item in proc.stdout.split():
+        if item.startswith("JobState="):
+            return item.split("=", 1)[1]
     return None
 
 
@@ -109,10 +109,6 @@ def _read(path: Path) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
-def read_status(run: RunDir) -> dict[str, Any]:
-    return _read(run.status_path)
-
-
 def read_record(run: RunDir) -> dict[str, Any]:
     return _read(run.path / SLURM_RECORD)
 
@@ -120,7 +116,7 @@ def read_record(run: RunDir) -> dict[str, Any]:
 def update_status(run: RunDir, **fields: Any) -> dict[str, Any]:
     """Merge fields into status.json (keeping what run-one wrote, e.g. its error)."""
     with _lock(run):
-        current = read_status(run)
+        current = run.status_record()
         current.update({k: v for k, v in fields.items() if v is not None})
         atomic_write_json(run.status_path, current)
         return current
@@ -422,7 +418,7 @@ def settled(run: RunDir, queue: dict[str, str]) -> RunOutcome | None:
     job = rec.get("job_id")
     if is_active(queue.get(job or "")):
         return None
-    st = read_status(run)
+    st = run.status_record()
     confirmed = job_state(job) if job and st.get("state") not in ("failed", "interrupted") else None
     if is_active(confirmed):
         return None

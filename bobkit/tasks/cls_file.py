@@ -16,16 +16,6 @@ from typing import Any
 
 from bobkit.errors import BadInput
 
-TIMM_FAMILIES = ("resnet", "convnext", "swinv2", "vit")
-
-
-def sha256_of(path: Path) -> str:
-    """No sidecar next to the user's file (it may be read-only, or shared)."""
-    from bobkit.weights import sha256_file
-
-    return sha256_file(path, use_cache=False)
-
-
 def is_bobkit_checkpoint(obj: Any) -> bool:
     return isinstance(obj, dict) and "model" in obj and "num_classes" in obj and obj.get("head") in (
         "linear", "bn_linear")
@@ -44,7 +34,7 @@ def load_classifier_file(path: Path, backbone_spec: dict[str, Any], hparams: dic
                        f"'{backbone_spec['id']}' (--classifier BACKBONE=FILE)")
     obj = read_checkpoint(path)
     if is_bobkit_checkpoint(obj):
-        model, ckpt = load_classifier(path, backbone_spec, map_location=map_location)
+        model, ckpt = load_classifier(obj, backbone_spec, map_location=map_location)
         return model, {**{k: v for k, v in ckpt.items() if k != "model"}, "layout": "bobkit final.pt"}
     return _load_timm_classifier(obj, path, backbone_spec, hparams, map_location)
 
@@ -58,7 +48,7 @@ def _load_timm_classifier(obj: Any, path: Path, backbone_spec: dict[str, Any], h
     from bobkit.backbones.converters import ConvertContext, converter_for
     from bobkit.backbones.converters.user import classifier_names
     from bobkit.backbones.loading import load_strict
-    from bobkit.backbones.zoo import as_backbone
+    from bobkit.backbones.zoo import TIMM_FAMILIES, as_backbone
     from bobkit.manifest.models import WeightsSource
     from bobkit.tasks.cls_model import Classifier, build_backbone
 

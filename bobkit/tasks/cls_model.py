@@ -105,16 +105,18 @@ def trainable_param_groups(model: Classifier, weight_decay: float, layer_decay: 
     return [g for g in groups if g["params"]]
 
 
-def load_classifier(final_pt: Path | str, backbone_spec: dict[str, Any], map_location: str | torch.device = "cpu",
+def load_classifier(final_pt: Path | str | dict[str, Any], backbone_spec: dict[str, Any],
+                    map_location: str | torch.device = "cpu",
                     resolution: int | None = None) -> tuple[Classifier, dict[str, Any]]:
-    """Rebuild the classifier of a finished run from its checkpoints/final.pt (strict load).
+    """Rebuild the classifier of a finished run from its checkpoints/final.pt (strict load), given
+    as a path or as the file's contents when the caller has read it already.
 
     The backbone is built at the run's resolution (ViT position tables depend on it) unless
     `resolution` says otherwise; no pretrained weights are fetched (final.pt holds them all).
     """
     from bobkit.tasks.cls_checkpoint import load
 
-    ckpt = load(Path(final_pt))
+    ckpt = final_pt if isinstance(final_pt, dict) else load(Path(final_pt))
     res = resolution or ckpt.get("resolution")
     built = build_backbone(backbone_spec, {"drop_path": 0.0, "resolution": res}, pretrained=False)
     head = make_head(built.num_features, int(ckpt["num_classes"]), batchnorm=ckpt.get("head") == "bn_linear",

@@ -42,12 +42,14 @@ def classifier_from_file(spec, run_dir: RunDir, rt):
     """The classifier file named by --classifier (hparams.checkpoint); its sha256 goes to provenance, since
     the run id knows only the path."""
     from bobkit import provenance
-    from bobkit.tasks.cls_file import load_classifier_file, sha256_of
+    from bobkit.tasks.cls_file import load_classifier_file
+    from bobkit.weights import sha256_file
 
     path = Path(spec.hparams["checkpoint"])
     model, facts = load_classifier_file(path, spec.backbone_spec, spec.hparams, map_location=rt.device)
-    provenance.record(run_dir.path, "classifier_file", {"path": str(path), "sha256": sha256_of(path),
-                                                        "layout": facts.get("layout")})
+    sha256 = sha256_file(path, use_cache=False)  # no sidecar next to the user's file (read-only, or shared)
+    provenance.record(run_dir.path, "classifier_file",
+                      {"path": str(path), "sha256": sha256, "layout": facts.get("layout")})
     log.info("classifier file %s: %s%s", path, facts.get("layout"),
              f" ({facts['load_report']})" if facts.get("load_report") else "")
     return model, facts, path

@@ -96,7 +96,6 @@ def embedding_model(spec, rt):
     import torch
 
     from bobkit.backbones import build
-    from bobkit.backbones.zoo import classifier_origin
 
     hp = spec.hparams
     head = hp.get("feature", "pooled") == "head_logits"
@@ -105,7 +104,7 @@ def embedding_model(spec, rt):
     if built.load_report:
         log.info("backbone %s: %s (%s)", spec.backbone, built.weights, built.load_report)
     if head:
-        log.info("feature head_logits: %d-way classifier %s", HEAD_CLASSES, classifier_origin(built))
+        log.info("feature head_logits: %d-way classifier %s", HEAD_CLASSES, built.classifier)
     model = built.model.to(rt.device).eval()
     if rt.channels_last:
         model = model.to(memory_format=torch.channels_last)
