@@ -61,6 +61,9 @@ SlurmUser=root
 SlurmdUser=root
 AuthType=auth/munge
 CredType=cred/munge
+# A requeued job waits out its old credential (default 120 s) before it may start again; slurmd
+# refuses an earlier start ("Job credential revoked") and the job fails. 10 s keeps the test short.
+AuthInfo=cred_expire=10
 StateSaveLocation=/var/spool/slurmctld
 SlurmdSpoolDir=/var/spool/slurmd
 SlurmctldPidFile=/run/slurmctld.pid

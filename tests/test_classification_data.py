@@ -87,6 +87,37 @@ def test_an_interrupted_synthetic_write_is_redone(datasets, tmp_path):
     assert (dest / "val").is_dir() and (dest / DONE_MARKER).is_file()
 
 
+def _write_and_list(spec: dict, dest: str, start) -> list[str]:
+    start.wait()  # every process asks at the same moment, as the ranks of a torchrun run do
+    root = write_synthetic(spec, Path(dest))
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*"))
+
+
+def test_concurrent_processes_write_a_synthetic_set_once(datasets, tmp_path):
+    """Four processes ask for one folder at once: one writes it, the others wait and read the same files."""
+    import multiprocessing as mp
+
+    from bobkit.data.synthetic import WRITES_LOG
+
+    ctx = mp.get_context("spawn")
+    dest = tmp_path / "runs" / "synthetic" / "imagenet"
+    with ctx.Manager() as manager:
+        start = manager.Barrier(4)
+        with ctx.Pool(4) as pool:
+            listings = pool.starmap(_write_and_list, [(datasets["imagenet"], str(dest), start)] * 4)
+    assert all(listing == listings[0] for listing in listings) and DONE_MARKER in listings[0]
+    writes = (dest.parent / WRITES_LOG).read_text().splitlines()
+    assert len(writes) == 1 and writes[0].startswith("imagenet pid="), writes
+    assert sorted(p.name for p in dest.parent.iterdir()) == [".bobkit-synthetic-writes", ".imagenet.lock", "imagenet"]
+
+
+def test_a_killed_writers_temporary_folder_is_cleared(datasets, tmp_path):
+    stale = tmp_path / ".inet.abc123"
+    (stale / "train").mkdir(parents=True)
+    write_synthetic(datasets["imagenet"], tmp_path / "inet")
+    assert not stale.exists() and (tmp_path / "inet" / DONE_MARKER).is_file()
+
+
 @pytest.mark.parametrize("name, remove", [
     ("imagenet", "val"),
     ("cifar100", "cifar-100-python/test"),

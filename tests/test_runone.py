@@ -165,3 +165,8 @@ def test_torchrun_runs_one_spec_on_two_cpu_processes(catalog, tmp_path):
     assert record["provenance"]["runtime"]["world_size"] == 2
     assert "1 x 8 per GPU x 2 GPU(s) = batch 16" in run.log_path.read_text()
     assert run.log_path.read_text().count("done: top1") == 1
+    # both ranks read the synthetic set, one wrote it (the other waited for it)
+    from bobkit.data.synthetic import WRITES_LOG
+
+    writes = (run.path / "synthetic" / WRITES_LOG).read_text().splitlines()
+    assert len(writes) == 1 and writes[0].startswith("imagenet "), writes

@@ -325,3 +325,29 @@ def test_multi_gpu_run_starts_under_torchrun():
                           "--nproc_per_node=4", "-m", "bobkit", "run-one", str(SPEC), "--data-root", str(DATA)]
     argv, _ = command_for(launch("none", python="/venv/bin/python", nproc=2), SLURM_ENV)
     assert argv[:5] == ["/venv/bin/python", "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+
+
+def test_a_requeued_run_whose_restart_never_ran_says_so(tmp_path, monkeypatch):
+    """Slurm can end a requeued job before the task runs again (a start inside the requeue hold is refused
+    by slurmd): the run is written off as failed, and the message says it was requeued and will resume."""
+    from bobkit.exec import slurm
+    from bobkit.results import RunDir
+
+    run = RunDir(tmp_path / "r1")
+    run.path.mkdir()
+    slurm.update_record(run, job_id="41", requeues=1, attempt=1, slurm_log="/x/41_0_log.out")
+    run.set_status("requeued", executor="slurm", job_id="41")
+    monkeypatch.setattr(slurm, "job_state", lambda job: "FAILED")
+    outcome = slurm.settled(run, {})
+    assert outcome.state == "failed"
+    assert "job 41 was requeued" in outcome.message and "(FAILED)" in outcome.message
+    assert "resumes from checkpoints/last.pt" in outcome.message
+    assert run.status_record()["state"] == "failed"
+
+    # a run that was never requeued keeps the plain message
+    other = RunDir(tmp_path / "r2")
+    other.path.mkdir()
+    slurm.update_record(other, job_id="42")
+    other.set_status("queued", executor="slurm", job_id="42")
+    message = slurm.settled(other, {}).message
+    assert message.startswith("job 42 ended (FAILED) before the run finished")

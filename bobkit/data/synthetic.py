@@ -16,6 +16,7 @@ import hashlib
 import importlib
 import os
 import shutil
+import socket
 import tempfile
 from pathlib import Path
 from typing import Any, Callable
@@ -25,6 +26,7 @@ import numpy as np
 SYNTHETIC_CLASSES = 4  # classes of a synthetic classification set (few, so smoke runs stay tiny)
 SYNTHETIC_SIZE = 40  # pixels; smoke runs crop 32 px out of it
 DONE_MARKER = ".bobkit-synthetic-complete"
+WRITES_LOG = ".bobkit-synthetic-writes"  # beside the datasets: one line per write (who wrote which)
 
 SYNTHETIC_WRITERS: dict[str, str] = {
     "imagefolder": "bobkit.data.classification_synthetic:write_imagefolder",
@@ -106,10 +108,16 @@ def writer_for(layout: str) -> Callable[[Path, dict], None] | None:
 
 
 def write_synthetic(dataset_spec: dict[str, Any], dest: Path) -> Path:
-    """Write the dataset's synthetic stand-in into `dest` once (atomically); return `dest`.
+    """Write the dataset's synthetic stand-in into `dest` once; return `dest`.
 
-    A finished folder carries a marker file; an unfinished one (a killed write) is replaced.
+    Several processes ask for the same folder at once (the ranks of a torchrun run, two runs of one
+    folder): one writes, under a file lock, into a temporary folder renamed into place; the others wait
+    for the lock and then find the finished folder. A finished folder carries a marker file; an
+    unfinished one (a killed write) is replaced. Each write appends a line to WRITES_LOG beside the
+    folder, so a second write of the same folder shows.
     """
+    from filelock import FileLock
+
     from bobkit.errors import BadInput
 
     dest = Path(dest)
@@ -121,14 +129,23 @@ def write_synthetic(dataset_spec: dict[str, Any], dest: Path) -> Path:
         raise BadInput(f"dataset '{dataset_spec.get('id')}': no synthetic writer for layout '{layout}'; "
                        f"known: {', '.join(sorted(SYNTHETIC_WRITERS))}")
     dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
-    try:
-        writer(tmp, dataset_spec)
-        (tmp / DONE_MARKER).write_text(f"layout {layout}\n")
-        if dest.exists():
-            shutil.rmtree(dest)
-        os.replace(tmp, dest)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+    with FileLock(str(dest.parent / f".{dest.name}.lock")):
+        if (dest / DONE_MARKER).is_file():  # written by another process while this one waited
+            return dest
+        for stale in dest.parent.glob(f".{dest.name}.*"):  # a killed writer's temporary folder
+            if stale.is_dir():
+                shutil.rmtree(stale, ignore_errors=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
+        try:
+            writer(tmp, dataset_spec)
+            (tmp / DONE_MARKER).write_text(f"layout {layout}\n")
+            if dest.exists():
+                shutil.rmtree(dest)
+            os.replace(tmp, dest)
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
+        with open(dest.parent / WRITES_LOG, "a", encoding="utf-8") as fh:
+            fh.write(f"{dest.name} pid={os.getpid()} rank={os.environ.get('RANK', '0')} "
+                     f"host={socket.gethostname()}\n")
     return dest

@@ -429,7 +429,12 @@ def settled(run: RunDir, queue: dict[str, str]) -> RunOutcome | None:
     # Gone from the queue without a word from the task: cancelled before it started, an upstream
     # run failed, or the node died. Record it so `status` shows it and `reproduce` resubmits it.
     state = queue.get(job or "") or confirmed or "no longer in the queue"
-    message = f"job {job} ended ({state}) before the run finished; {logs}"
+    if st.get("state") == "requeued":  # Slurm requeued it, then ended it before the task ran again
+        message = (f"job {job} was requeued after its checkpoint but ended ({state}) before it started again "
+                   "(slurmctld's log says why); `bobkit reproduce` resubmits it and it resumes from "
+                   f"checkpoints/last.pt; {logs}")
+    else:
+        message = f"job {job} ended ({state}) before the run finished; {logs}"
     update_status(run, state="failed", message=message, finished=now())
     return RunOutcome(run.path.name, "failed", run.path, message)
 
