@@ -1,7 +1,10 @@
 """Experiment → fully resolved RunSpecs. Pure: no files written, no torch.
 
-A RunSpec holds everything a runner needs; its id is the hash of its canonical JSON, so the same
-run lands in the same directory from any process and a finished run is never run twice.
+A RunSpec holds everything a runner needs. Its id hashes what determines the result (backbone and
+weights, dataset and split, task, protocol, resolved hparams, seed, image, upstream runs), not the
+experiment that asked for it nor bookkeeping (origins, the cost estimate): the same training run
+planned by two experiments has one id, one folder, and runs once. Hyperparameters come from the one
+resolver (bobkit.manifest.resolve), which also says where each value came from.
 """
 
 from __future__ import annotations
@@ -13,10 +16,15 @@ from typing import Any, Iterable, Mapping
 from pydantic import BaseModel, ConfigDict, Field
 
 from bobkit.errors import BadInput, unknown_id
-from bobkit.manifest.loader import Catalog, validate_hparams
-from bobkit.manifest.models import IMAGE_FAMILY, Backbone, Dataset, Deviation, GridEntry, Recipe, TaskFamily
+from bobkit.manifest.hparams import SCHEMA_BY_PROTOCOL, Hparams
+from bobkit.manifest.loader import Catalog
+from bobkit.manifest.resolve import SMOKE_HPARAMS, Resolved, check_sets_known, resolve  # noqa: F401
+from bobkit.manifest.models import IMAGE_FAMILY, Backbone, Dataset, GridEntry, Recipe, TaskFamily
 
 IMAGE_PREFIX = "bobkit"
+# RunSpec fields that do not determine the result, so not part of its id: which experiment planned it
+# (a shared run serves several), where each value came from, and bobkit's cost estimate.
+NOT_HASHED = frozenset({"id", "experiment", "origins", "gpu_hours"})
 
 
 class RunSpec(BaseModel):
@@ -41,9 +49,20 @@ class RunSpec(BaseModel):
     gpus: int = 1
     gpu_hours: float = Field(description="bobkit's rough estimate, for scheduling")
     depends_on: list[str] = Field(default_factory=list, description="run ids whose checkpoints this run reads")
+    origins: dict[str, str] = Field(default_factory=dict, description="where each hparam's value came from "
+                                                                       "(bobkit.manifest.resolve); not hashed")
+
+    def typed_hparams(self) -> Hparams:
+        """The hparams as their protocol's pydantic model (attribute access, every default stated once, in
+        bobkit/manifest/hparams.py). Runners read this, never the raw dict."""
+        return SCHEMA_BY_PROTOCOL[self.protocol].model_validate(self.hparams)
+
+    def content(self) -> dict[str, Any]:
+        """What the run id hashes."""
+        return self.model_dump(mode="json", exclude=NOT_HASHED)
 
     def canonical(self) -> str:
-        return canonical_json(self.model_dump(mode="json", exclude={"id"}))
+        return canonical_json(self.content())
 
     def host_files(self) -> list[str]:
         """Files outside data, weights and runs that the run reads (a --classifier file): executors
@@ -56,73 +75,22 @@ def canonical_json(data: Any) -> str:
 
 
 def run_id(body: dict[str, Any]) -> str:
-    return hashlib.sha256(canonical_json(body).encode()).hexdigest()[:16]
+    """The id of a spec's content (a RunSpec dump; NOT_HASHED keys are dropped here too)."""
+    content = {k: v for k, v in body.items() if k not in NOT_HASHED}
+    return hashlib.sha256(canonical_json(content).encode()).hexdigest()[:16]
 
 
 def _make_spec(**body: Any) -> RunSpec:
     probe = RunSpec(id="0" * 16, **body)
-    return probe.model_copy(update={"id": run_id(probe.model_dump(mode="json", exclude={"id"}))})
-
-
-# Smoke runs: tiny synthetic data, tiny images, a couple of steps. bobkit's own choice.
-SMOKE_HPARAMS: dict[str, dict[str, Any]] = {
-    "classification": {"epochs": 2, "warmup_epochs": 1, "batch_size": 8, "per_gpu_batch": 8, "resolution": 32,
-                       "amp": False},
-    "ood_classification": {"epochs": 2, "warmup_epochs": 1, "batch_size": 8, "per_gpu_batch": 8, "resolution": 32,
-                           "amp": False},
-    "retrieval": {"batch_size": 8, "per_gpu_batch": 8, "resolution": 32, "resize": 36, "amp": False},
-    "detection": {"epochs": 1, "warmup_iters": 2, "lr_steps": [1], "batch_size": 2, "per_gpu_batch": 2,
-                  "resolution": 64, "amp": False},
-}
-SMOKE_HPARAMS["ood_detection"] = SMOKE_HPARAMS["detection"]
-
-
-def _matches(dev: Deviation, recipe: Recipe, backbone: Backbone) -> bool:
-    f = dev.faithful
-    if f is None:
-        return False
-    if f.recipes and recipe.id not in f.recipes:
-        return False
-    if f.tasks and recipe.task not in f.tasks:
-        return False
-    if f.backbones and backbone.id not in f.backbones:
-        return False
-    if f.families and backbone.family not in f.families:
-        return False
-    return True
-
-
-def _chain_for_backbone(catalog: Catalog, recipe: Recipe, backbone: Backbone) -> dict[str, Any]:
-    hp = _chain_for_backbone(catalog, catalog.recipes[recipe.base], backbone) if recipe.base else {}
-    hp.update(recipe.hparams)
-    for ov in recipe.overrides:
-        if backbone.id in ov.backbones or backbone.family in ov.families:
-            hp.update(ov.set)
-    return hp
+    return probe.model_copy(update={"id": run_id(probe.content())})
 
 
 def resolve_hparams(catalog: Catalog, recipe: Recipe, backbone: Backbone, *, lr: float | None, seed: int,
-                    smoke: bool, faithful: bool,
-                    extra: dict[str, Any] | None = None) -> tuple[dict[str, Any], list[str]]:
-    """Base chain (each level: hparams, then its per-backbone overrides), the lr of this grid point,
-    --faithful, --smoke, then `extra` (values a command line sets, e.g. --classifier): in that order."""
-    hp = dict(catalog.resolved_hparams[recipe.id])
-    hp.update(_chain_for_backbone(catalog, recipe, backbone))
-    if lr is not None:
-        hp["lr"] = lr
-    hp["seed"] = seed
-    applied: list[str] = []
-    if faithful:
-        for dev in catalog.deviations.values():
-            if _matches(dev, recipe, backbone):
-                hp.update(dev.faithful.hparams)
-                applied.append(dev.id)
-    if hp.get("resolution") is None:
-        hp["resolution"] = backbone.resolution
-    if smoke:
-        hp.update({k: v for k, v in SMOKE_HPARAMS[recipe.task].items() if k in hp or k == "resolution"})
-    hp.update(extra or {})
-    return validate_hparams(catalog, recipe, hp, f" for backbone '{backbone.id}'"), applied
+                    smoke: bool, faithful: bool, experiment: str = "", extra: dict[str, Any] | None = None,
+                    sets: Mapping[str, Any] | None = None) -> Resolved:
+    """One grid point's hyperparameters through the one resolver (order: bobkit.manifest.resolve)."""
+    return resolve(catalog, recipe, backbone, lr=lr, seed=seed, grid=f"experiment '{experiment}'" if experiment
+                   else "", smoke=smoke, faithful=faithful, command=extra, command_origin="--classifier", sets=sets)
 
 
 def estimate_gpu_hours(backbone: Backbone, dataset: Dataset, hp: dict[str, Any], task: str,
@@ -166,9 +134,10 @@ def _check_filters(catalog: Catalog, backbones: list[str] | None, datasets: list
 
 def spec_for(catalog: Catalog, experiment: str, recipe: Recipe, backbone: Backbone, dataset: Dataset, *,
              lr: float | None, seed: int, smoke: bool, faithful: bool, depends_on: list[str] = (),
-             extra_hparams: dict[str, Any] | None = None) -> RunSpec:
-    hp, applied = resolve_hparams(catalog, recipe, backbone, lr=lr, seed=seed, smoke=smoke, faithful=faithful,
-                                  extra=extra_hparams)
+             extra_hparams: dict[str, Any] | None = None, sets: Mapping[str, Any] | None = None) -> RunSpec:
+    resolved = resolve_hparams(catalog, recipe, backbone, lr=lr, seed=seed, smoke=smoke, faithful=faithful,
+                               experiment=experiment, extra=extra_hparams, sets=sets)
+    hp, applied = resolved.hparams, resolved.deviations
     family = IMAGE_FAMILY[recipe.task]
     dataset_spec = dataset.model_dump(mode="json")
     dataset_spec["synthetic"] = smoke
@@ -178,6 +147,7 @@ def spec_for(catalog: Catalog, experiment: str, recipe: Recipe, backbone: Backbo
         seed=seed, hparams=hp, backbone_spec=backbone.model_dump(mode="json"), dataset_spec=dataset_spec,
         smoke=smoke, faithful=faithful, deviations=applied, gpus=1 if smoke else recipe.gpus,
         gpu_hours=estimate_gpu_hours(backbone, dataset, hp, recipe.task, smoke), depends_on=list(depends_on),
+        origins=resolved.origins,
     )
 
 
@@ -188,17 +158,27 @@ def _grid_lrs(entry: GridEntry, recipe: Recipe, smoke: bool) -> list[float | Non
 
 
 def plan(catalog: Catalog, experiment_id: str, *, backbones: Iterable[str] | None = None,
-         datasets: Iterable[str] | None = None, smoke: bool = False, faithful: bool = False,
-         classifiers: Mapping[str, str] | None = None) -> list[RunSpec]:
+         datasets: Iterable[str] | None = None, recipes: Iterable[str] | None = None, smoke: bool = False,
+         faithful: bool = False, classifiers: Mapping[str, str] | None = None,
+         sets: Mapping[str, Any] | None = None) -> list[RunSpec]:
     """Every run an experiment needs, upstream runs (e.g. the fine-tune an OOD eval reads) first.
 
     `classifiers` (backbone id → classifier file, from --classifier) makes that backbone's OOD evaluations
-    read the file instead of an upstream fine-tune, which is then not planned."""
+    read the file instead of an upstream fine-tune, which is then not planned. `recipes` keeps the grid
+    entries of those recipes (their upstream runs still come along). `sets` (from --set) applies to every
+    planned run whose protocol has the key, upstream runs included; it changes the run ids."""
     if experiment_id not in catalog.experiments:
         raise unknown_id("experiment", experiment_id, sorted(catalog.experiments))
     backbones = list(backbones) if backbones else None
     datasets = list(datasets) if datasets else None
+    recipes = list(recipes) if recipes else None
     _check_filters(catalog, backbones, datasets)
+    exp_recipes = sorted({g.recipe for g in catalog.experiments[experiment_id].grid})
+    for r in recipes or []:
+        if r not in exp_recipes:
+            raise BadInput(f"--recipe {r}: experiment '{experiment_id}' has no grid entry of recipe '{r}'; "
+                           f"its recipes: {', '.join(exp_recipes)}")
+    sets = dict(sets or {})
     classifiers = dict(classifiers or {})
     used: set[str] = set()
     exp = catalog.experiments[experiment_id]
@@ -207,6 +187,8 @@ def plan(catalog: Catalog, experiment_id: str, *, backbones: Iterable[str] | Non
         datasets = datasets or (list(exp.smoke.datasets) or None)
     specs: dict[str, RunSpec] = {}
     for entry in exp.grid:
+        if recipes and entry.recipe not in recipes:
+            continue
         recipe = catalog.recipes[entry.recipe]
         for b in _pick("backbone", backbones, entry.backbones):
             backbone = catalog.backbones[b]
@@ -222,15 +204,18 @@ def plan(catalog: Catalog, experiment_id: str, *, backbones: Iterable[str] | Non
                         elif entry.upstream:
                             up = spec_for(catalog, experiment_id, catalog.recipes[entry.upstream], backbone,
                                           catalog.datasets[entry.upstream_dataset], lr=None, seed=seed,
-                                          smoke=smoke, faithful=faithful)
+                                          smoke=smoke, faithful=faithful, sets=sets)
                             specs.setdefault(up.id, up)  # upstream runs even outside the smoke subset
                             deps = [up.id]
                         spec = spec_for(catalog, experiment_id, recipe, backbone, dataset, lr=lr, seed=seed,
-                                        smoke=smoke, faithful=faithful, depends_on=deps, extra_hparams=extra)
+                                        smoke=smoke, faithful=faithful, depends_on=deps, extra_hparams=extra,
+                                        sets=sets)
                         specs.setdefault(spec.id, spec)
-    if not specs and (backbones or datasets):
-        raise BadInput(f"no run of experiment '{experiment_id}' matches the --backbone/--dataset filters; "
+    if not specs and (backbones or datasets or recipes):
+        raise BadInput(f"no run of experiment '{experiment_id}' matches the --backbone/--dataset/--recipe filters; "
                        f"`bobkit show {experiment_id}` lists its grid")
+    if sets:
+        check_sets_known(sets, {s.protocol for s in specs.values()})
     unused = sorted(set(classifiers) - used)
     if unused:
         raise BadInput(f"--classifier {unused[0]}=…: experiment '{experiment_id}' plans no OOD classification "

@@ -150,8 +150,12 @@ class RunDir:
 
     def write_spec(self, spec_json: dict[str, Any]) -> None:
         if self.spec_path.is_file():
+            from bobkit.plan import run_id
+
             existing = read_json(self.spec_path)
-            if existing != spec_json:
+            # the same run planned by another experiment: only what the id hashes must agree
+            if not isinstance(existing, dict) or existing.get("id") != spec_json.get("id") \
+                    or run_id(existing) != run_id(spec_json):
                 raise BadInput(f"{self.spec_path}: a different spec already lives under this run id; "
                                "remove the folder or use another --runs-dir")
             return

@@ -60,10 +60,17 @@ def load_spec(spec_path: Path):
         loc = ".".join(str(p) for p in err["loc"])
         raise BadInput(f"{spec_path}: not a valid RunSpec, field '{loc}': {err['msg']}; "
                        "regenerate it with `bobkit reproduce` or `bobkit plan --json`") from None
-    expected = run_id(spec.model_dump(mode="json", exclude={"id"}))
+    expected = run_id(spec.content())
     if expected != spec.id:
         raise BadInput(f"{spec_path}: the spec was edited after planning (its content hashes to {expected}, "
                        f"not its id {spec.id}); plan it again instead of editing spec.json")
+    try:
+        spec.typed_hparams()
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = ".".join(str(p) for p in err["loc"])
+        raise BadInput(f"{spec_path}: hparams.{loc} does not validate against the {spec.protocol} schema: "
+                       f"{err['msg']}; plan it again with this bobkit") from None
     return spec
 
 

@@ -17,7 +17,6 @@ from typing import Any, Iterable
 from pydantic import ValidationError
 
 from bobkit.errors import BadInput, unknown_id
-from bobkit.manifest.hparams import SCHEMA_BY_PROTOCOL
 from bobkit.manifest.models import (
     ENTRY_MODEL,
     KINDS,
@@ -199,32 +198,11 @@ def _load_published_csv(path: Path, catalog: Catalog) -> None:
             raise ManifestError(path, f"row {n}", loc, msg) from None
 
 
-def _deep_merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    out.update(top)
-    return out
-
-
-def recipe_hparams(catalog: Catalog, recipe_id: str, _seen: tuple[str, ...] = ()) -> dict[str, Any]:
-    """A recipe's hparams with its `base:` chain applied (base first)."""
-    recipe = catalog.recipes[recipe_id]
-    if recipe_id in _seen:
-        chain = " -> ".join(_seen + (recipe_id,))
-        raise ManifestError(catalog.origin[("recipes", recipe_id)], f"recipe '{recipe_id}'", "base", f"cycle {chain}")
-    if recipe.base is None:
-        return dict(recipe.hparams)
-    if recipe.base not in catalog.recipes:
-        exc = unknown_id("recipe", recipe.base, sorted(catalog.recipes))
-        raise ManifestError(catalog.origin[("recipes", recipe_id)], f"recipe '{recipe_id}'", "base", str(exc))
-    return _deep_merge(recipe_hparams(catalog, recipe.base, _seen + (recipe_id,)), recipe.hparams)
-
-
 def validate_hparams(catalog: Catalog, recipe: Recipe, hparams: dict[str, Any], context: str) -> dict[str, Any]:
-    schema = SCHEMA_BY_PROTOCOL.get(recipe.protocol)
+    from bobkit.manifest.resolve import schema_for
+
+    schema = schema_for(catalog, recipe)
     path = catalog.origin.get(("recipes", recipe.id), "manifests")
-    if schema is None:
-        raise ManifestError(path, f"recipe '{recipe.id}'", "protocol",
-                            f"unknown protocol {recipe.protocol!r}; known: {', '.join(sorted(SCHEMA_BY_PROTOCOL))}")
     try:
         return schema.model_validate(hparams).model_dump(mode="json")
     except ValidationError as exc:
@@ -233,9 +211,16 @@ def validate_hparams(catalog: Catalog, recipe: Recipe, hparams: dict[str, Any], 
 
 
 def _resolve_recipes(catalog: Catalog) -> None:
+    """Each recipe's own view (base chain, no backbone) through the one resolver, and each override
+    checked on top of it, so a bad value is reported at load time with its file and entry."""
+    from bobkit.manifest.resolve import base_chain, resolve
+
     for rid, recipe in catalog.recipes.items():
-        merged = recipe_hparams(catalog, rid)
-        catalog.resolved_hparams[rid] = validate_hparams(catalog, recipe, merged, "")
+        merged: dict[str, Any] = {}
+        for r in base_chain(catalog, rid):
+            merged.update(r.hparams)
+        validate_hparams(catalog, recipe, merged, "")
+        catalog.resolved_hparams[rid] = resolve(catalog, recipe).hparams
         for ov in recipe.overrides:
             validate_hparams(catalog, recipe, {**merged, **ov.set}, f" (override for {ov.backbones or ov.families})")
 
