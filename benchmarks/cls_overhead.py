@@ -24,7 +24,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 HP = dict(optimizer="adamw", lr=1e-3, weight_decay=0.05, layer_decay=0.75, warmup_lr=1e-4, min_lr=1e-6,
           warmup_epochs=1, epochs=3, schedule="cosine", mixup=0.8, cutmix=1.0, mixup_prob=1.0, mixup_switch_prob=0.5,
-          mixup_mode="batch", label_smoothing=0.1, lr_scaling="absolute")
+          mixup_mode="batch", label_smoothing=0.1, lr_scaling="absolute", reprob=0.0, drop_path=0.1)
 
 
 def batches(n: int, batch: int, res: int, classes: int):
@@ -93,11 +93,12 @@ def bobkit(args) -> float:
     sys.path.insert(0, str(REPO))
     import torch
 
+    from bobkit.manifest.hparams import ClassificationHparams
     from bobkit.tasks import cls_runtime
     from bobkit.tasks.cls_model import Classifier, make_head, trainable_param_groups
     from bobkit.tasks.cls_train import Fit, make_loss, make_mixup, make_optimizer, make_scheduler
 
-    hp = {**HP, "batch_size": args.batch, "per_gpu_batch": args.batch, "seed": 0, "amp": False}
+    hp = ClassificationHparams(**HP, batch_size=args.batch, per_gpu_batch=args.batch, seed=0, amp=False)
     rt = cls_runtime.start(hp)
     torch.manual_seed(0)
     data = batches(args.warmup + args.steps, args.batch, args.resolution, args.classes)

@@ -38,8 +38,8 @@ def bench_extraction(model_name: str, n_images: int, resolution: int, batch: int
             save_image(class_image(i % 10, i, num_classes=10, size=(375, 500)), p)
             paths.append(p)
         model = timm.create_model(model_name, pretrained=False, num_classes=0).eval()
-        hp = {"resolution": resolution, "resize": None, "normalization": "backbone"}
-        transform = retrieval_transform(hp, {"mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225)})
+        transform = retrieval_transform({"mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225)},
+                                        resolution=resolution, resize=None, normalization="backbone")
         rt = Runtime(device=torch.device("cpu"))
         extract(model, paths[: min(batch, n_images)], transform, rt, batch, "warm-up")
         start = time.perf_counter()

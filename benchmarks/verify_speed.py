@@ -45,15 +45,16 @@ print(json.dumps({"seconds": time.perf_counter() - t0, "exit": code, "heavy": he
 def write_synthetic_runs(runs_dir: Path, experiment: str = "retrieval") -> int:
     from bobkit.manifest.loader import load_catalog
     from bobkit.plan import plan
-    from bobkit.results import RunDir, atomic_write_json
+    from bobkit.results import RunDir, add_to_index, atomic_write_json
 
     catalog = load_catalog()
     published = {(p.backbone, p.dataset, p.metric): p.value for p in catalog.published
                  if p.experiment == experiment and p.unit == "fraction"}
     rng = random.Random(0)
     n = 0
-    for spec in plan(catalog, experiment):
-        run = RunDir.of(runs_dir, experiment, spec.id)
+    specs = plan(catalog, experiment)
+    for spec in specs:
+        run = RunDir.of(runs_dir, spec.id)
         run.write_spec(spec.model_dump(mode="json"))
         base = published.get((spec.backbone, spec.dataset, "mrr"), rng.uniform(0.2, 0.9))
         metrics = {"mrr": min(1.0, max(0.0, base + rng.gauss(0, 0.0005))), "map": rng.uniform(0.1, 0.8),
@@ -62,6 +63,7 @@ def write_synthetic_runs(runs_dir: Path, experiment: str = "retrieval") -> int:
                                              "dataset": spec.dataset, "recipe": spec.recipe, "task": spec.task,
                                              "smoke": False, "metrics": metrics, "provenance": {"benchmark": True}})
         n += 1
+    add_to_index(runs_dir, experiment, [s.id for s in specs])
     return n
 
 

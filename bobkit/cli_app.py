@@ -44,6 +44,11 @@ ManifestsOpt = Annotated[
     list[str] | None,
     typer.Option("--manifests", "-m", help="Extra manifest folder(s), read after the built-in ones."),
 ]
+RecipeOpt = Annotated[list[str] | None, typer.Option("--recipe", "-r", help="Only the grid entries of these recipes.")]
+SetOpt = Annotated[list[str] | None, typer.Option(
+    "--set", metavar="KEY=VALUE", help="Override one hyperparameter of the planned runs (repeatable; typed and "
+                                       "validated like a manifest value; recorded as its origin; the runs get their "
+                                       "own ids, and verify never compares them with the paper).")]
 ClassifierOpt = Annotated[list[str] | None, typer.Option(
     "--classifier", metavar="BACKBONE=FILE", help="Evaluate this ImageNet classifier file (timm state dict or a bobkit "
                          "final.pt) in the OOD classification runs instead of fine-tuning one first.")]

@@ -136,12 +136,13 @@ def build_gauntlet(catalog, backbone_id: str, *, tasks: Iterable[str] | None = N
     return Gauntlet(entry.id, budget, ran_tasks, exp, with_exp, peer_ids, left_out)
 
 
-def plan_runs(g: Gauntlet, faithful: bool = False):
+def plan_runs(g: Gauntlet, faithful: bool = False, sets: dict[str, Any] | None = None):
     """plan() of the gauntlet experiment; quick runs ask for one GPU (the runner accumulates gradients up to
-    the recipe's effective batch, so the linear probe's 4-GPU recipe trains with the same batch on one)."""
+    the recipe's effective batch, so the linear probe's 4-GPU recipe trains with the same batch on one).
+    `sets` (--set) apply as in `reproduce`: their runs are shown, never compared with published numbers."""
     from bobkit.plan import RunSpec, plan, run_id
 
-    specs = plan(g.catalog, g.id, smoke=g.smoke, faithful=faithful)
+    specs = plan(g.catalog, g.id, smoke=g.smoke, faithful=faithful, sets=sets)
     if g.budget != "quick":
         return specs
     out = []

@@ -75,13 +75,15 @@ def figures(g: Gauntlet, table) -> list:
 
 def runs_section(g: Gauntlet, rows: list[dict[str, Any]], table, runs_dir: Path) -> list[tuple[str, ...]]:
     """(setting, backbone, value %, part, source) for every number in the table: a published value or run folders."""
-    experiment_of = {r["run_id"]: r["experiment"] for r in rows}
+    from bobkit.results import RunDir
+
+    folder_of = {r["run_id"]: r["run_dir"] for r in rows if r.get("run_dir")}
     out = []
     for (b, sid), c in sorted(table.cells.items(), key=lambda kv: (kv[0][0] != g.backbone, kv[0])):
         for part, sel in c.parts.items():
             published = all(r.startswith("published:") for r in sel.run_ids)
             where = "published (manifests/published)" if published else ", ".join(
-                str(Path(runs_dir) / experiment_of.get(r, g.id) / r) for r in sel.run_ids)
+                folder_of.get(r) or str(RunDir.of(runs_dir, r).path) for r in sel.run_ids)
             out.append((sid, b, f"{100 * sel.value:.1f}", part + (f" lr {sel.lr:g}" if sel.lr else ""), where))
     return out
 

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from bobkit.errors import BadInput, unknown_id
 from bobkit.manifest.hparams import SCHEMA_BY_PROTOCOL, Hparams
+from bobkit.manifest.derived import SUBSET_FRACTION
 from bobkit.manifest.loader import Catalog
 from bobkit.manifest.resolve import SMOKE_HPARAMS, Resolved, check_sets_known, resolve  # noqa: F401
 from bobkit.manifest.models import IMAGE_FAMILY, Backbone, Dataset, GridEntry, Recipe, TaskFamily
@@ -49,6 +50,8 @@ class RunSpec(BaseModel):
     gpus: int = 1
     gpu_hours: float = Field(description="bobkit's rough estimate, for scheduling")
     depends_on: list[str] = Field(default_factory=list, description="run ids whose checkpoints this run reads")
+    user_set: dict[str, Any] = Field(default_factory=dict, description="values a user set with --set: not the "
+                                                                        "paper's configuration, never compared with it")
     origins: dict[str, str] = Field(default_factory=dict, description="where each hparam's value came from "
                                                                        "(bobkit.manifest.resolve); not hashed")
 
@@ -113,7 +116,7 @@ def estimate_gpu_hours(backbone: Backbone, dataset: Dataset, hp: dict[str, Any],
         per_second /= 12.0  # two-stage heads; calibrated to ~250-450 GPU-h for a 36-epoch COCO run
     if epochs == 1 and task in ("retrieval", "ood_classification"):
         per_second *= 3.0  # inference only
-    frac = hp.get("train_fraction") or {"1pct": 0.01, "10pct": 0.1}.get(hp.get("subset") or "", 1.0)
+    frac = hp.get("train_fraction") or SUBSET_FRACTION.get(hp.get("subset") or "", 1.0)
     return round(images * frac * epochs / per_second / 3600.0, 4)
 
 
@@ -147,7 +150,7 @@ def spec_for(catalog: Catalog, experiment: str, recipe: Recipe, backbone: Backbo
         seed=seed, hparams=hp, backbone_spec=backbone.model_dump(mode="json"), dataset_spec=dataset_spec,
         smoke=smoke, faithful=faithful, deviations=applied, gpus=1 if smoke else recipe.gpus,
         gpu_hours=estimate_gpu_hours(backbone, dataset, hp, recipe.task, smoke), depends_on=list(depends_on),
-        origins=resolved.origins,
+        user_set={k: hp[k] for k, origin in resolved.origins.items() if origin == "--set"}, origins=resolved.origins,
     )
 
 

@@ -7,7 +7,12 @@ backbone combines runs in two steps:
   2. the cell value is the mean of its parts.
 Ranking tables (table.kind == "ranking") also carry the z-score ranking of bobkit.ranking.
 
-Smoke runs (synthetic data) are used only where no real run exists, and the table says so.
+`select_cell` is THE cell selector: tables, reports, `reproduce`'s table, the gauntlet and verify
+all take a cell's runs through it, so a cell has one value everywhere. Within a part, a run is
+counted once (by run id) even when several experiments list it; the asking experiment's own runs
+are used when it has some. Smoke runs (synthetic data) are used only where no real run exists, and
+`--set` runs (a user's configuration) only where no run of the paper's configuration exists; either
+way the cell says so.
 Pure: no torch, no files.
 """
 
@@ -22,6 +27,8 @@ from bobkit.manifest.models import Setting
 from bobkit.ranking import RANKING_RULE, Ranking, rank_backbones
 
 SMOKE_NOTE = "SMOKE results (synthetic data, untrained backbones): these numbers test the pipeline, not the paper"
+CUSTOM_NOTE = ("some cells come from runs with --set values (a configuration of your own, not the paper's): "
+               "they are shown, never compared with published numbers")
 
 
 @dataclass(frozen=True)
@@ -33,6 +40,7 @@ class Selection:
     n_runs: int
     run_ids: tuple[str, ...]
     smoke: bool
+    custom: bool = False  # from runs with --set values: not the paper's configuration
 
 
 @dataclass(frozen=True)
@@ -43,6 +51,8 @@ class Cell:
     parts: dict[str, Selection]
     expected_parts: int
     smoke: bool
+    custom: bool = False
+
 
     @property
     def complete(self) -> bool:
@@ -97,19 +107,23 @@ def metric_of(row: dict[str, Any], metric: str) -> float | None:
 
 
 def select_runs(rows: list[dict[str, Any]], metric: str, select: str, higher_is_better: bool = True) -> Selection | None:
-    """Combine one part's runs: real runs win over smoke runs; then best_lr or mean."""
+    """Combine one part's runs: each run once; real runs win over smoke runs and the paper's configuration
+    over --set runs; then best_lr or mean."""
+    rows = list({str(r.get("run_id")) if r.get("run_id") else id(r): r for r in rows}.values())
     real = [r for r in rows if not r.get("smoke")]
     use = real or rows
+    paper = [r for r in use if not r.get("user_set")]
+    use = paper or use
     scored = [(r, metric_of(r, metric)) for r in use]
     scored = [(r, v) for r, v in scored if v is not None]
     if not scored:
         return None
-    smoke = not real
+    smoke, custom = not real, not paper
     if select == "mean":
         vals = [v for _, v in scored]
         lrs = {r.get("lr") for r, _ in scored}
         return Selection(sum(vals) / len(vals), lrs.pop() if len(lrs) == 1 else None, len(vals),
-                         tuple(str(r.get("run_id", "")) for r, _ in scored), smoke)
+                         tuple(str(r.get("run_id", "")) for r, _ in scored), smoke, custom)
     by_lr: dict[Any, list[tuple[dict, float]]] = {}
     for r, v in scored:
         by_lr.setdefault(r.get("lr"), []).append((r, v))
@@ -117,7 +131,7 @@ def select_runs(rows: list[dict[str, Any]], metric: str, select: str, higher_is_
     pick = max if higher_is_better else min
     best = pick(sorted(means, key=lambda x: (x is None, x if x is not None else 0.0)), key=lambda lr: means[lr])
     group = by_lr[best]
-    return Selection(means[best], best, len(group), tuple(str(r.get("run_id", "")) for r, _ in group), smoke)
+    return Selection(means[best], best, len(group), tuple(str(r.get("run_id", "")) for r, _ in group), smoke, custom)
 
 
 def _recipe_matches(row: dict[str, Any], recipes: Iterable[str]) -> bool:
@@ -132,20 +146,38 @@ def index_rows(rows: Iterable[dict[str, Any]]) -> dict[tuple[str, str], list[dic
     return index
 
 
-def setting_cell(catalog, setting: Setting, backbone: str, rows) -> Cell:
-    """rows: a list of records, or index_rows() of them (faster for whole tables)."""
+def select_cell(rows, backbone: str, *, recipes: Iterable[str], datasets: Iterable[str], metric: str,
+                select: str = "best_lr", higher_is_better: bool = True, experiment: str | None = None,
+                setting: str = "") -> Cell:
+    """The one cell selector. rows: finished_results() records, or index_rows() of them (faster for
+    whole tables). Parts are (recipe, dataset) pairs; each part's runs combine by `select`; the cell is
+    the mean of the parts found. A row without a recipe (an imported CSV) counts for the first recipe.
+    With `experiment`, a part uses that experiment's own runs when it has some (rows of other
+    experiments, or of none, feed it otherwise)."""
     index = rows if isinstance(rows, dict) else index_rows(rows)
+    recipes, datasets = list(recipes), list(datasets)
     parts: dict[str, Selection] = {}
-    for recipe in setting.recipes:
-        for dataset in setting.datasets:
+    for recipe in recipes:
+        for dataset in datasets:
             mine = [r for r in index.get((backbone, dataset), ())
-                    if r.get("recipe") == recipe or (r.get("recipe") in (None, "") and recipe == setting.recipes[0])]
-            sel = select_runs(mine, setting.metric, setting.select, setting.higher_is_better)
+                    if r.get("recipe") == recipe or (r.get("recipe") in (None, "") and recipe == recipes[0])]
+            if experiment is not None:
+                own = [r for r in mine if r.get("experiment") == experiment]
+                mine = own or mine
+            sel = select_runs(mine, metric, select, higher_is_better)
             if sel is not None:
                 parts[part_key(recipe, dataset)] = sel
     value = sum(p.value for p in parts.values()) / len(parts) if parts else None
-    return Cell(backbone, setting.id, value, parts, len(setting.recipes) * len(setting.datasets),
-                bool(parts) and all(p.smoke for p in parts.values()))
+    return Cell(backbone, setting, value, parts, len(recipes) * len(datasets),
+                bool(parts) and all(p.smoke for p in parts.values()),
+                any(p.custom for p in parts.values()))
+
+
+def setting_cell(catalog, setting: Setting, backbone: str, rows, experiment: str | None = None) -> Cell:
+    """A table setting's cell for one backbone (select_cell with the setting's recipes, datasets, rule)."""
+    return select_cell(rows, backbone, recipes=setting.recipes, datasets=setting.datasets, metric=setting.metric,
+                       select=setting.select, higher_is_better=setting.higher_is_better, experiment=experiment,
+                       setting=setting.id)
 
 
 def _table_backbones(catalog, experiment, rows: list[dict[str, Any]]) -> list[str]:
@@ -197,12 +229,14 @@ def experiment_table(catalog, experiment_id: str, rows: list[dict[str, Any]]) ->
     index = index_rows(rows)
     for s in spec.settings:
         for b in backbones:
-            c = setting_cell(catalog, s, b, index)
+            c = setting_cell(catalog, s, b, index, experiment=experiment_id)
             if c.parts:
                 cells[(b, s.id)] = c
     smoke = any(c.smoke for c in cells.values())
     if smoke:
         notes.insert(0, SMOKE_NOTE)
+    if any(c.custom for c in cells.values()):
+        notes.insert(0, CUSTOM_NOTE)
     ranking = None
     if spec.kind == "ranking" and cells:
         ranking = rank_cells(spec.settings, backbones, cells, task_groups(catalog, spec.settings))

@@ -5,8 +5,10 @@ Tiers (manifests/tolerances.yaml states every threshold; each verdict prints its
 - train one retrain: |Δ| ≤ max(k × SE, floor), SE = √(p(1−p)/n) with n the evaluation split's size;
 - rank  orderings: Spearman ρ and Kendall τ of reproduced vs published orderings, top-k agreement.
 Beyond a tolerance, up to `warn_multiplier` tolerances is 'warn'; further is 'fail'. A published value
-with no reproduced counterpart is 'missing'; one reproduced only by smoke runs is 'smoke' and never
-compared; tier 'info' values are shown, not judged.
+with no reproduced counterpart is 'missing'; one reproduced only by smoke runs is 'smoke', and one
+reproduced only by runs with `--set` values (a user's configuration) is 'custom': neither is ever
+compared; tier 'info' values are shown, not judged. A cell's runs are chosen by the one cell selector
+(bobkit.tables.select_cell), as in the tables and reports.
 
 Pure: no torch, no files. Values are compared in percentage points (pp) for fraction/percent units.
 """
@@ -21,9 +23,9 @@ from typing import Any, Iterable
 from bobkit.errors import BadInput
 from bobkit.manifest.models import PublishedValue, Tolerance
 from bobkit.ranking import kendall, rank_backbones, spearman
-from bobkit.tables import canonical_backbone, experiment_table, normalise_rows, select_runs, task_groups
+from bobkit.tables import canonical_backbone, experiment_table, index_rows, normalise_rows, select_cell, task_groups
 
-STATUSES = ("pass", "warn", "fail", "missing", "smoke", "info")
+STATUSES = ("pass", "warn", "fail", "missing", "smoke", "custom", "info")
 LEVELS = {"fail": ("fail",), "warn": ("warn", "fail"), "missing": ("missing", "warn", "fail")}
 EPS = 1e-9
 RANK_ROW = "(ranking)"
@@ -203,30 +205,22 @@ def _task(catalog, datasets: Iterable[str]) -> str | None:
 
 
 class RowIndex:
-    """Finished-run records indexed by (backbone, dataset), aliases resolved."""
+    """Finished-run records indexed by (backbone, dataset), aliases resolved; cells come from the one
+    cell selector (bobkit.tables.select_cell), as in the tables and reports."""
 
     def __init__(self, catalog, rows: Iterable[dict[str, Any]]) -> None:
-        self.by_cell: dict[tuple[str, str], list[dict[str, Any]]] = {}
-        for r in normalise_rows(catalog, rows):
-            self.by_cell.setdefault((r["backbone"], r["dataset"]), []).append(r)
+        self.by_cell = index_rows(normalise_rows(catalog, rows))
 
     def value(self, experiment: str, backbone: str, target: Target, metric: str):
-        """(value as a fraction, smoke?, runs used) or None; the experiment's own runs first."""
-        parts = []
-        for d in target.datasets:
-            cands = self.by_cell.get((backbone, d), [])
-            if target.recipes:
-                cands = [r for r in cands if r.get("recipe") in (None, "") or r.get("recipe") in target.recipes]
-            own = [r for r in cands if r.get("experiment") in (experiment, None, "")]
-            sel = select_runs(own, metric, target.select, target.higher_is_better) if own else None
-            if sel is None:
-                sel = select_runs(cands, metric, target.select, target.higher_is_better)
-            if sel is None:
-                return None
-            parts.append(sel)
-        if not parts:
+        """(value as a fraction, smoke?, runs used, --set values?) when every part has a run, else None."""
+        recipes = target.recipes or tuple(sorted({str(r.get("recipe") or "") for d in target.datasets
+                                                  for r in self.by_cell.get((backbone, d), ())}))
+        cell = select_cell(self.by_cell, backbone, recipes=recipes, datasets=target.datasets,
+                           metric=metric, select=target.select, higher_is_better=target.higher_is_better,
+                           experiment=experiment)
+        if not cell.parts or not cell.complete:
             return None
-        return sum(p.value for p in parts) / len(parts), any(p.smoke for p in parts), sum(p.n_runs for p in parts)
+        return cell.value, cell.smoke, cell.n_runs, cell.custom
 
 
 # ----------------------------------------------------------------------------------- value tiers
@@ -265,11 +259,14 @@ def value_verdict(catalog, pv: PublishedValue, index: RowIndex) -> Verdict:
     common = dict(**base, published=published_pp, tolerance=limit, rule=rule, tolerance_id=tol.id)
     if found is None:
         return Verdict(**common, status="missing", detail="no finished run reproduces this cell")
-    value, smoke, n_runs = found
+    value, smoke, n_runs, custom = found
     reproduced = 100.0 * value
     if smoke:
         return Verdict(**common, status="smoke", reproduced=reproduced,
                        detail="smoke result (synthetic data, untrained backbone): not compared")
+    if custom:
+        return Verdict(**common, status="custom", reproduced=reproduced,
+                       detail="from runs with --set values (not the paper's configuration): not compared")
     delta = reproduced - published_pp
     return Verdict(**common, status=judge(delta, limit, tol.warn_multiplier), reproduced=reproduced, delta=delta,
                    detail=f"{n_runs} run(s)")
@@ -354,7 +351,7 @@ def rank_verdicts(catalog, experiment_id: str, rows: list[dict[str, Any]], publi
     if exp is None:
         return []
     out: list[Verdict] = []
-    real_rows = [r for r in rows if not r.get("smoke")]
+    real_rows = [r for r in rows if not r.get("smoke") and not r.get("user_set")]
     table = experiment_table(catalog, experiment_id, real_rows)
     ranked = [pv for pv in published if pv.unit == "rank"]
     groups: dict[str, list[PublishedValue]] = {}
@@ -554,6 +551,10 @@ def verify(catalog, rows: list[dict[str, Any]], *, experiments: Iterable[str] | 
     notes = []
     if any(r.get("smoke") for r in rows):
         notes.append("smoke results (synthetic data) are never compared with published numbers: verdict 'smoke'")
+    custom = sorted({f"{k}={v}" for r in rows for k, v in (r.get("user_set") or {}).items()})
+    if custom:
+        notes.append(f"runs with --set values ({', '.join(custom[:6])}) are a configuration of your own, never "
+                     "compared with published numbers: verdict 'custom'")
     if not by_exp:
         notes.append("no published value for the chosen experiment(s)")
     return VerifyReport(verdicts, list(used.values()), notes)
@@ -613,7 +614,7 @@ def to_junit(report: VerifyReport, fail_on: str = "fail", suite: str = "bobkit v
     root = ET.Element("testsuites")
     ts = ET.SubElement(root, "testsuite", name=suite, tests=str(len(report.verdicts)),
                        failures=str(sum(counts[s] for s in bad if s in counts)),
-                       skipped=str(sum(1 for v in report.verdicts if v.status in ("missing", "smoke")
+                       skipped=str(sum(1 for v in report.verdicts if v.status in ("missing", "smoke", "custom")
                                        and v.status not in bad)))
     for v in report.verdicts:
         tc = ET.SubElement(ts, "testcase", classname=f"bobkit.verify.{v.experiment}",
@@ -621,7 +622,7 @@ def to_junit(report: VerifyReport, fail_on: str = "fail", suite: str = "bobkit v
         text = describe(v)
         if v.status in bad:
             ET.SubElement(tc, "failure", message=f"{v.status}: {text}", type=v.status).text = v.rule
-        elif v.status in ("missing", "smoke"):
+        elif v.status in ("missing", "smoke", "custom"):
             ET.SubElement(tc, "skipped", message=f"{v.status}: {text}")
         else:
             ET.SubElement(tc, "system-out").text = f"{v.status}: {text}; {v.rule}"

@@ -35,3 +35,12 @@ def run_cli(*args: str, env: dict | None = None, cwd: Path | None = None, timeou
 @pytest.fixture
 def cli():
     return run_cli
+
+
+def default_sigint() -> None:
+    """preexec_fn for children a test interrupts with SIGINT: a shell starts background jobs with SIGINT
+    ignored, the child inherits that, and Python then installs no KeyboardInterrupt handler; the test's
+    Ctrl-C would do nothing. Restore the default so the child sees what a terminal user's process sees."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.default_int_handler)

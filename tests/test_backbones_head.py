@@ -113,6 +113,7 @@ def test_a_head_that_does_not_fit_is_not_loaded(tmp_path):
 
 
 def test_retrieval_logs_which_head(tmp_path, monkeypatch, caplog):
+    from bobkit.manifest.hparams import RetrievalHparams
     from bobkit.tasks.retrieval import embedding_model
 
     monkeypatch.setenv("BOBKIT_WEIGHTS", str(tmp_path / "weights"))
@@ -122,12 +123,12 @@ def test_retrieval_logs_which_head(tmp_path, monkeypatch, caplog):
     head = {"head.weight": torch.randn(1000, WIDTH), "head.bias": torch.randn(1000)}
     torch.save(_midas_checkpoint(ref, head), ckpt)
     rt = SimpleNamespace(device="cpu", channels_last=False)
-    hp = {"feature": "head_logits", "resolution": 64}
+    hp = RetrievalHparams(lr=0.0, batch_size=1, per_gpu_batch=1, feature="head_logits", resolution=64)
     caplog.set_level(logging.INFO, logger="bobkit.run")
     for smoke, said in ((False, "the checkpoint's own 1000-way head"),
                         (True, "new, randomly initialised (no pretrained weights)")):
         caplog.clear()
-        spec = SimpleNamespace(hparams=hp, smoke=smoke, backbone=e.id, backbone_spec=e.model_dump(mode="json"))
-        model, built = embedding_model(spec, rt)
+        spec = SimpleNamespace(smoke=smoke, backbone=e.id, backbone_spec=e.model_dump(mode="json"))
+        model, built = embedding_model(spec, hp, rt)
         assert f"feature head_logits: 1000-way classifier {said}" in caplog.text
         assert torch.equal(model.get_classifier().weight, head["head.weight"]) is (not smoke)

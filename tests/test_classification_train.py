@@ -54,7 +54,7 @@ def test_finetune_learns_a_separable_task(catalog, tmp_path):
     model, ckpt = load_classifier(run_dir.checkpoints / "final.pt", spec.backbone_spec)
     assert ckpt["num_classes"] == 4 and ckpt["backbone"] == "tiny_convnext" and ckpt["head"] == "linear"
     split = read_split(spec.dataset_spec, run_dir.path / "synthetic" / "imagenet", "val")
-    tf = eval_transform(spec.hparams, spec.backbone_spec["mean"], spec.backbone_spec["std"], None)
+    tf = eval_transform(spec.typed_hparams(), spec.backbone_spec["mean"], spec.backbone_spec["std"], None)
     loader = torch.utils.data.DataLoader(LabelledImages(split, tf), batch_size=8)
     again = evaluate(model, loader, Runtime(torch.device("cpu")), multilabel=False, num_classes=4)
     assert again["top1"] == pytest.approx(metrics["top1"])
@@ -75,6 +75,23 @@ def test_full_recipe_with_accumulation_and_layer_decay_trains(catalog, tmp_path)
     assert 0.0 <= metrics["top1"] <= 1.0
     extra = json.loads((run_dir.path / "provenance_extra.json").read_text())
     assert extra["training"]["epochs"] == 1 and extra["runtime"]["deterministic"] is True
+    # what the optimizer saw: lr 2e-3 as given, 8 per GPU x 1 GPU x 2 accumulated = 16, warmup 1 epoch
+    # (fine-tuning steps its schedule per epoch), layer-decayed groups with the head at full lr
+    opt = extra["optimization"]
+    assert {k: opt[k] for k in ("effective_lr", "effective_batch", "accumulation", "world_size", "per_gpu_batch",
+                                "warmup_steps", "warmup_unit")} == {
+        "effective_lr": 2e-3, "effective_batch": 16, "accumulation": 2, "world_size": 1, "per_gpu_batch": 8,
+        "warmup_steps": 1, "warmup_unit": "epochs"}
+    from bobkit.tasks.cls_model import build_classifier, describe_param_groups, trainable_param_groups
+
+    model, _ = build_classifier(spec, extra["training"]["num_classes"])
+    want = describe_param_groups(model, trainable_param_groups(model, 0.05, 0.75), lr=2e-3)
+    assert opt["param_groups"] == want
+    assert sum(g["numel"] for g in opt["param_groups"]) == sum(p.numel() for p in model.parameters())
+    head = [g for g in opt["param_groups"] if g["modules"][0].startswith("head.")]
+    assert [(g["lr_scale"], g["lr"]) for g in head] == [(1.0, 2e-3)] * 2
+    top_block = [g for g in opt["param_groups"] if g["modules"][0].startswith("backbone.blocks.5.")]
+    assert {g["lr_scale"] for g in top_block} == {0.75}  # the authors' timm: last block one step below the head
 
 
 def test_layer_decay_gives_the_head_full_lr_and_early_blocks_less(catalog):
@@ -113,7 +130,8 @@ def test_frozen_backbone_does_not_move(catalog):
 
 def test_linear_probe_with_and_without_feature_cache(catalog, tmp_path, caplog):
     caplog.set_level("INFO", logger="bobkit.run")
-    plain, plain_dir = train(tmp_path / "plain", make_spec(catalog, "t_lp", "tiny_vit", "cifar100", epochs=2))
+    plain, plain_dir = train(tmp_path / "plain", make_spec(catalog, "t_lp", "tiny_vit", "cifar100", epochs=2,
+                                                           warmup_epochs=1))
     cached_spec = make_spec(catalog, "t_lp_cached", "tiny_vit", "cifar100", epochs=2)
     cached, cached_dir = train(tmp_path / "cached", cached_spec)
     for m in (plain, cached):
@@ -123,6 +141,17 @@ def test_linear_probe_with_and_without_feature_cache(catalog, tmp_path, caplog):
     extra = json.loads((cached_dir.path / "provenance_extra.json").read_text())
     assert [d["id"] for d in extra["runtime_deviations"]] == ["feature_cache_no_augmentation"]
     assert "runtime_deviations" not in json.loads((plain_dir.path / "provenance_extra.json").read_text())
+    # LARS at blr 0.1 x batch 8 / 256; the probe's schedule steps per update, so warmup counts updates
+    for run_dir, warmup_epochs in ((plain_dir, 1), (cached_dir, 0)):
+        opt = json.loads((run_dir.path / "provenance_extra.json").read_text())["optimization"]
+        assert opt["effective_lr"] == pytest.approx(0.1 * 8 / 256) and opt["lr_scaling"] == "linear_256"
+        assert (opt["effective_batch"], opt["accumulation"], opt["world_size"]) == (8, 1, 1)
+        assert opt["warmup_unit"] == "updates" and opt["updates_per_epoch"] >= 1
+        assert opt["warmup_steps"] == warmup_epochs * opt["updates_per_epoch"]
+        # the head alone trains (BatchNorm without affine parameters, then the linear layer), weight decay 0
+        assert opt["param_groups"] == [{"params": 2, "numel": 4 * 64 + 4, "lr_scale": 1.0,
+                                        "lr": pytest.approx(0.1 * 8 / 256), "weight_decay": 0.0,
+                                        "modules": ["head.1.weight", "head.1.bias"]}]
     # the cached probe's final checkpoint is a whole classifier (backbone + BN + linear head)
     from bobkit.tasks.cls_model import load_classifier
 

@@ -52,7 +52,7 @@ def test_schema_is_json_schema():
 
 
 def test_light_commands_do_not_import_torch(mini_dir):
-    """--help, list, show, plan, validate and verify must stay torch-free (fast start-up)."""
+    """--help, list, show, plan, explain (without --groups), validate and verify stay torch-free (fast start-up)."""
     probe = ("import sys, runpy; sys.argv = ['bobkit'] + sys.argv[1:]\n"
              "try:\n    runpy.run_module('bobkit', run_name='__main__')\n"
              "except SystemExit:\n    pass\n"
@@ -62,6 +62,7 @@ def test_light_commands_do_not_import_torch(mini_dir):
     import sys
 
     for args in (["--help"], ["list", "backbones", "-m", str(mini_dir)], ["show", "tiny_vit", "-m", str(mini_dir)],
-                 ["plan", "toy", "-m", str(mini_dir)], ["validate", str(mini_dir)], ["verify", "--help"]):
+                 ["plan", "toy", "-m", str(mini_dir)], ["validate", str(mini_dir)], ["verify", "--help"],
+                 ["explain", "toy", "-m", str(mini_dir)], ["show", "ft_short", "-b", "tiny_vit", "-m", str(mini_dir)]):
         r = subprocess.run([sys.executable, "-c", probe, *args], capture_output=True, text=True)
         assert "TORCH-FREE" in r.stdout, (args, r.stdout[-500:], r.stderr[-500:])

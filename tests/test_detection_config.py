@@ -181,3 +181,29 @@ def test_no_detection_scores_zero_where_ground_truth_exists(tmp_path, catalog):
     spec = spec_of(catalog, "detection", "resnet50", "coco_finetune")
     metrics = no_detection_metrics(job_of(spec, evaluate=split))
     assert metrics == {f"{t}_mAP{s}": 0.0 for t in ("bbox", "segm") for s in ("", "_50", "_75", "_s")}
+
+
+@pytest.mark.parametrize("world_size", [1, 4])
+def test_optimization_facts_are_what_the_config_sets(catalog, world_size):
+    """The numbers a detection run records in its provenance (`optimization`) are the config's own."""
+    from bobkit.tasks.detection.mmdet_config import optimization_facts
+
+    spec = spec_of(catalog, "detection", "convnext_tiny", "coco_finetune", lr=2e-4)
+    cfg = mmdet_config(spec, job_of(spec), CONVNEXT_T, world_size=world_size)
+    facts = optimization_facts(spec.typed_hparams(), world_size)
+    accumulation = 8 // world_size  # batch 16 = 2 per GPU × world_size × accumulation
+    assert facts["effective_lr"] == cfg["optim_wrapper"]["optimizer"]["lr"] == 2e-4
+    assert facts["accumulation"] == cfg["optim_wrapper"]["accumulative_counts"] == accumulation
+    assert facts["per_gpu_batch"] == cfg["train_dataloader"]["batch_size"] == 2
+    assert facts["effective_batch"] == 16 and facts["world_size"] == world_size
+    assert facts["warmup_iters"] == cfg["param_scheduler"][0]["end"] == 1000 and facts["warmup_unit"] == "iterations"
+    assert facts["warmup_steps"] == 1000 and facts["warmup_optimizer_steps"] == 1000 / accumulation
+    assert facts["warmup_start_factor"] == cfg["param_scheduler"][0]["start_factor"]
+
+
+def test_the_job_carries_typed_hparams(catalog):
+    from bobkit.manifest.hparams import DetectionHparams
+
+    spec = spec_of(catalog, "detection", "convnext_tiny", "coco_finetune", lr=2e-4)
+    job = job_of(spec)
+    assert isinstance(job.hp, DetectionHparams) and job.hp.lr == 2e-4 and job.with_masks

@@ -44,7 +44,7 @@ def smoke_spec(catalog, experiment, backbone, recipe, dataset=None):
 
 
 def run_dir_of(tmp_path, spec) -> RunDir:
-    rd = RunDir.of(tmp_path / "runs", spec.experiment, spec.id)
+    rd = RunDir.of(tmp_path / "runs", spec.id)
     atomic_write_json(rd.spec_path, spec.model_dump(mode="json"))
     return rd
 
@@ -106,6 +106,9 @@ def test_interrupted_run_resumes_through_run_one_and_writes_metrics(tmp_path, ca
     assert all(0.0 <= v <= 1.0 for v in metrics.values())
     assert "bbox_mAP_copypaste" in log and "segm_mAP_copypaste" in log  # pycocotools' COCOeval scored boxes
     assert result["task"] == "detection" and result["run_id"] == spec.id
+    optimization = result["provenance"]["optimization"]  # recorded where the mmdet config computes it
+    assert (optimization["effective_batch"], optimization["accumulation"], optimization["warmup_iters"]) == (2, 1, 2)
+    assert optimization["effective_lr"] == spec.hparams["lr"]
     # the synthetic COCO stand-in lives in the run, in the real layout, and was read from there
     assert (rd.path / "synthetic" / "coco2017" / "annotations" / "instances_val2017.json").is_file()
 
@@ -136,6 +139,9 @@ def test_frozen_vit_on_sim10k_then_evaluated_on_cityscapes(tmp_path, catalog):
     assert {a["category_id"] for a in annotations["annotations"]} == {26}
     final = torch.load(train_dir.checkpoints / "final.pt", weights_only=True)
     assert final["classes"] == ["car"] and final["backbone"] == "dino_vit_small"
+    optimization = json.loads((train_dir.path / "provenance_extra.json").read_text())["optimization"]
+    assert optimization["effective_lr"] == train.hparams["lr"] and optimization["world_size"] == 1
+    assert (optimization["effective_batch"], optimization["per_gpu_batch"], optimization["accumulation"]) == (2, 2, 1)
 
     metrics = run(evaluate, eval_dir, tmp_path / "data")
     assert "bbox_mAP" in metrics and "segm_mAP" not in metrics
@@ -143,3 +149,6 @@ def test_frozen_vit_on_sim10k_then_evaluated_on_cityscapes(tmp_path, catalog):
     assert all(0.0 <= v <= 1.0 for v in metrics.values())
     log = eval_dir.log_path.read_text()
     assert "evaluating the upstream checkpoint" in log and "bbox_mAP_copypaste" in log
+    from bobkit import provenance
+
+    assert "optimization" not in provenance.extra(eval_dir.path)  # nothing trains in an evaluation-only run

@@ -40,13 +40,13 @@ def test_gpus_are_requested_by_device_id(ood_specs, tmp_path):
     assert "CUDA_VISIBLE_DEVICES" not in cfg["environment"]
     # two GPUs: torchrun around run-one, one process per GPU
     assert cfg["command"][:5] == ["python", "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
-    assert cfg["command"][-3:] == [f"{RUNS}/{up.experiment}/{up.id}/spec.json", "--data-root", DATA]
+    assert cfg["command"][-3:] == [f"{RUNS}/{up.id}/spec.json", "--data-root", DATA]
 
 
 def test_one_gpu_runs_run_one_directly_and_cpu_runs_hide_gpus(ood_specs, tmp_path):
     up, _ = ood_specs
     one = _config(up, ("0",), tmp_path)
-    assert one["command"] == [f"{RUNS}/{up.experiment}/{up.id}/spec.json", "--data-root", DATA]
+    assert one["command"] == [f"{RUNS}/{up.id}/spec.json", "--data-root", DATA]
     cpu = _config(up, (), tmp_path)
     assert cpu["device_requests"] == [] and cpu["environment"]["CUDA_VISIBLE_DEVICES"] == ""
 
@@ -60,12 +60,12 @@ def test_isolation_and_mounts(ood_specs, tmp_path):
     mounts = {m["Target"]: m for m in cfg["mounts"]}
     assert mounts[DATA]["ReadOnly"] and mounts[DATA]["Source"] == str(tmp_path / "data")
     assert mounts[WEIGHTS]["ReadOnly"]
-    own = mounts[f"{RUNS}/{down.experiment}/{down.id}"]
-    assert not own["ReadOnly"] and own["Source"] == str(tmp_path / "runs" / down.experiment / down.id)
-    upstream = mounts[f"{RUNS}/{up.experiment}/{up.id}"]
+    own = mounts[f"{RUNS}/{down.id}"]
+    assert not own["ReadOnly"] and own["Source"] == str(tmp_path / "runs" / down.id)
+    upstream = mounts[f"{RUNS}/{up.id}"]
     assert upstream["ReadOnly"]  # the fine-tune's checkpoint is read, never written
     writable = [t for t, m in mounts.items() if not m["ReadOnly"]]
-    assert writable == [f"{RUNS}/{down.experiment}/{down.id}"]
+    assert writable == [f"{RUNS}/{down.id}"]
     env = cfg["environment"]
     assert env["BOBKIT_IMAGE"] == "bobkit/classification:latest" and env["BOBKIT_IMAGE_DIGEST"].startswith("sha256:")
     assert env["BOBKIT_DATA"] == DATA and env["BOBKIT_WEIGHTS"] == WEIGHTS

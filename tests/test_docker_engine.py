@@ -21,6 +21,7 @@ import pytest
 from bobkit.manifest.loader import load_catalog
 from bobkit.plan import plan
 from bobkit.results import RunDir
+from tests.conftest import default_sigint
 
 pytestmark = pytest.mark.docker
 
@@ -131,8 +132,8 @@ def test_the_container_was_isolated(smoke_run):
     spec = smoke_run["spec"]
     mounts = {m["Destination"]: m for m in c.attrs["Mounts"]}
     assert mounts["/data"]["RW"] is False and mounts["/weights"]["RW"] is False
-    assert mounts[f"/runs/{spec.experiment}/{spec.id}"]["RW"] is True
-    assert sorted(d for d, m in mounts.items() if m["RW"]) == [f"/runs/{spec.experiment}/{spec.id}"]
+    assert mounts[f"/runs/{spec.id}"]["RW"] is True
+    assert sorted(d for d, m in mounts.items() if m["RW"]) == [f"/runs/{spec.id}"]
     assert c.attrs["State"]["ExitCode"] == 0
 
 
@@ -153,7 +154,8 @@ def _reproduce(runs: Path, data: Path, *extra: str) -> subprocess.Popen:
            "-d", "cifar100", "--executor", "docker", "--image", f"classification={TEST_TAG}", "--shm-size", "256m",
            "--runs-dir", str(runs), "--data-root", str(data), "--json", *extra]
     env = dict(os.environ, BOBKIT_NO_GPU="1", BOBKIT_WEIGHTS=str(data.parent / "weights"))
-    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                            preexec_fn=default_sigint)
 
 
 def test_a_run_claimed_by_another_process_is_left_alone(engine, test_image, tmp_path):
@@ -172,7 +174,7 @@ def test_a_run_claimed_by_another_process_is_left_alone(engine, test_image, tmp_
     assert proc.returncode == 0, err
     assert {r["run_id"]: r["state"] for r in json.loads(out)["runs"]} == {spec.id: "busy"}
     assert not engine.containers.list(all=True, filters={"label": f"io.bobkit.run-id={spec.id}"})
-    assert not RunDir.of(runs, spec.experiment, spec.id).log_path.exists()
+    assert not RunDir.of(runs, spec.id).log_path.exists()
 
 
 def test_ctrl_c_stops_the_container_and_the_next_reproduce_resumes(engine, test_image, tmp_path):
@@ -190,7 +192,7 @@ def _interrupt_and_resume(engine, first, runs, data):
     status = []
     deadline = time.time() + 600
     while time.time() < deadline:  # until run-one is running in its container
-        status = list(runs.glob("classification/*/status.json"))
+        status = list(runs.glob("*/status.json"))
         if status and json.loads(status[0].read_text()).get("state") == "running":
             break
         assert first.poll() is None, first.communicate()
@@ -203,7 +205,7 @@ def _interrupt_and_resume(engine, first, runs, data):
     first.send_signal(signal.SIGINT)
     out, err = first.communicate(timeout=180)
     assert first.returncode == 130, err
-    assert json.loads((runs / "classification" / run_id / "status.json").read_text())["state"] == "interrupted"
+    assert json.loads((runs / run_id / "status.json").read_text())["state"] == "interrupted"
     assert not engine.containers.list(all=True, filters={"label": f"io.bobkit.run-id={run_id}"})
 
     again = _reproduce(runs, data)

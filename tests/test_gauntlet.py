@@ -206,7 +206,7 @@ def test_smoke_gauntlet_end_to_end(tmp_path, user_manifest):
         assert (Path(o["run_dir"]) / "metrics.json").is_file()
     md = Path(out["report"]["md"]).read_text()
     assert "| tiny_user |" in md and "Runs behind each number" in md and "NOT comparable" in md
-    assert str(runs / "gauntlet-tiny_user") in md
+    assert any(str(runs / o["run_id"]) in md for o in out["runs"])  # the run folders behind the numbers
     assert "<img" in Path(out["report"]["html"]).read_text()
     # a second call finds every run finished and runs nothing
     again = run_cli("gauntlet", "tiny_user", "-m", str(user_manifest), "--budget", "smoke",

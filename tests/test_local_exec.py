@@ -20,6 +20,7 @@ from bobkit.exec.base import prepare
 from bobkit.exec.local import LocalExecutor, run_one_command
 from bobkit.plan import RunSpec, run_id
 from tests._classification_support import make_spec, mini_catalog
+from tests.conftest import default_sigint
 
 # A child that behaves like `bobkit run-one` (status, metrics.json, exit codes) by a plan in the spec's folder.
 FAKE_CHILD = textwrap.dedent("""
@@ -114,7 +115,7 @@ def test_upstream_runs_first_and_finished_runs_are_skipped(catalog, tmp_path, fa
     assert [o.state for o in report.outcomes] == ["done", "done"]
     starts = [e["run"] for e in events() if e["event"] == "start"]
     assert starts == [up.id, down.id]
-    log = (runs / "clsmini" / up.id / "log.txt").read_text()
+    log = (runs / up.id / "log.txt").read_text()
     assert "==> " in log and "epoch 1/1 training" in log  # the child's output streams into log.txt
     again = executor(command).execute([down, up], runs, tmp_path / "data")
     assert [o.state for o in again.outcomes] == ["skipped", "skipped"]
@@ -134,7 +135,7 @@ def test_a_failed_run_is_reported_and_its_dependents_do_not_start(catalog, tmp_p
     assert by_id[down.id].state == "failed" and up.id in by_id[down.id].message
     assert by_id[other.id].state == "done"  # the others still run
     assert down.id not in {e["run"] for e in events()}
-    status = json.loads((runs / "clsmini" / down.id / "status.json").read_text())
+    status = json.loads((runs / down.id / "status.json").read_text())
     assert status["state"] == "failed" and up.id in status["error"]
 
 
@@ -158,7 +159,7 @@ def test_a_child_killed_hard_is_failed_not_running(catalog, tmp_path):
     report = executor(command).execute([spec], runs, tmp_path)
     out = report.outcomes[0]
     assert out.state == "failed" and "signal 9" in out.message and "about to die" in out.message
-    assert json.loads((runs / "clsmini" / spec.id / "status.json").read_text())["state"] == "failed"
+    assert json.loads((runs / spec.id / "status.json").read_text())["state"] == "failed"
 
 
 def test_detection_runs_without_mmdet_are_environment_missing(catalog, tmp_path, fake, monkeypatch):
@@ -285,7 +286,7 @@ def test_stopping_the_executor_interrupts_its_child(catalog, tmp_path, fake, sig
     driver.write_text(DRIVER.format(repo=str(Path(__file__).resolve().parents[1]), script=str(script), runs=str(runs)))
     proc = subprocess.Popen([sys.executable, str(driver), str(prepare(first, runs).spec_path),
                              str(prepare(second, runs).spec_path)], stdout=subprocess.PIPE, text=True,
-                            env=os.environ.copy())
+                            env=os.environ.copy(), preexec_fn=default_sigint)
     deadline = time.time() + 120
     while not any(e["event"] == "start" for e in events()) and time.time() < deadline:
         time.sleep(0.2)
@@ -294,6 +295,6 @@ def test_stopping_the_executor_interrupts_its_child(catalog, tmp_path, fake, sig
     assert proc.returncode == 128 + signum, out
     result = json.loads(out.strip().splitlines()[-1])
     assert result == {"interrupted": True, "states": ["interrupted"]}
-    status = json.loads((runs / "clsmini" / first.id / "status.json").read_text())
+    status = json.loads((runs / first.id / "status.json").read_text())
     assert status["state"] == "interrupted"
     assert [e["run"] for e in events() if e["event"] == "start"] == [first.id]  # the second never started

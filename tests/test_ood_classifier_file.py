@@ -116,12 +116,12 @@ def test_a_bobkit_final_pt_and_bad_files(catalog, tmp_path):
     from bobkit.tasks.cls_model import Classifier, build_backbone, make_head
 
     spec = catalog.backbones[BACKBONE].model_dump(mode="json")
-    built = build_backbone(spec, {"resolution": 32}, pretrained=False)
+    built = build_backbone(spec, pretrained=False, resolution=32)
     model = Classifier(built.model, make_head(built.num_features, 1000, batchnorm=False, init="xavier_normal"))
     path = tmp_path / "final.pt"
     torch.save(final_checkpoint(model.state_dict(), num_classes=1000, backbone=BACKBONE, head="linear", epoch=3,
                                 resolution=32), path)
-    loaded, facts = load_classifier_file(path, spec, {"resolution": 32})
+    loaded, facts = load_classifier_file(path, spec, resolution=32)
     assert facts["layout"] == "bobkit final.pt" and facts["epoch"] == 3
     x = torch.randn(2, 3, 32, 32)
     assert torch.allclose(loaded(x), model.eval()(x), atol=1e-5)
@@ -129,12 +129,12 @@ def test_a_bobkit_final_pt_and_bad_files(catalog, tmp_path):
     backbone_only = tmp_path / "backbone.pth"
     torch.save(built.model.state_dict(), backbone_only)
     with pytest.raises(BadInput, match="no classifier \\(head.weight\\).*not a backbone checkpoint"):
-        load_classifier_file(backbone_only, spec, {"resolution": 32})
+        load_classifier_file(backbone_only, spec, resolution=32)
     with pytest.raises(BadInput, match="classifier file not found"):
-        load_classifier_file(tmp_path / "missing.pth", spec, {"resolution": 32})
+        load_classifier_file(tmp_path / "missing.pth", spec, resolution=32)
     clip = catalog.backbones["clip_rn50"].model_dump(mode="json")
     with pytest.raises(BadInput, match="not a timm architecture"):
-        load_classifier_file(backbone_only, clip, {"resolution": 32})
+        load_classifier_file(backbone_only, clip, resolution=32)
 
 
 def test_containers_get_the_file_read_only_at_the_same_path(catalog, tmp_path):
@@ -153,7 +153,7 @@ def test_containers_get_the_file_read_only_at_the_same_path(catalog, tmp_path):
                            shm_size="1g")
     mounts = [m for m in cfg["mounts"] if m["Target"] == str(path.resolve())]
     assert len(mounts) == 1 and mounts[0]["Source"] == str(path.resolve()) and mounts[0]["ReadOnly"] is True
-    run = RunDir.of(tmp_path / "runs", spec.experiment, spec.id)
+    run = RunDir.of(tmp_path / "runs", spec.id)
     launch = launch_for(spec, run, tmp_path / "runs", tmp_path / "data", SlurmConfig(container="apptainer"),
                         image="x.sif", image_env={})
     assert any(str(m.path) == str(path.resolve()) and m.read_only for m in launch.mounts)

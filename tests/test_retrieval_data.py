@@ -55,8 +55,8 @@ def test_class_folder_split_rule(tmp_path):
 def test_class_folder_datasets(tmp_path, dataset_id, subdir, n_query, n_db):
     write_class_folders(tmp_path, _spec(dataset_id, "class_folders"))
     assert (tmp_path / subdir).is_dir()
-    hp = {"images_per_class": 5} if dataset_id == "inat_retrieval" else {}
-    rset = read_retrieval_set(_spec(dataset_id, "class_folders"), tmp_path, hp)
+    per_class = 5 if dataset_id == "inat_retrieval" else None
+    rset = read_retrieval_set(_spec(dataset_id, "class_folders"), tmp_path, images_per_class=per_class)
     assert (len(rset.queries), len(rset.database)) == (n_query, n_db)
     for q, t in zip(rset.queries, rset.truths):
         assert t.ok.size > 0
@@ -67,10 +67,10 @@ def test_class_folder_datasets(tmp_path, dataset_id, subdir, n_query, n_db):
 
 def test_class_folders_hparams_override_the_dataset_default(tmp_path):
     write_class_folders(tmp_path, _spec("inat_retrieval", "class_folders"))
-    rset = read_retrieval_set(_spec("inat_retrieval", "class_folders"), tmp_path, {"images_per_class": None})
+    rset = read_retrieval_set(_spec("inat_retrieval", "class_folders"), tmp_path, images_per_class=None)
     assert len(rset.queries) + len(rset.database) == 4 * 5  # the dataset's own default: first 5
-    rset = read_retrieval_set(_spec("inat_retrieval", "class_folders"), tmp_path,
-                              {"images_per_class": 6, "queries_per_class_fraction": 0.5})
+    rset = read_retrieval_set(_spec("inat_retrieval", "class_folders"), tmp_path, images_per_class=6,
+                              queries_fraction=0.5)
     assert (len(rset.queries), len(rset.database)) == (12, 12)
 
 

@@ -86,7 +86,9 @@ def test_perfect_features_score_perfectly(tmp_path, catalog, dataset):
 
     spec = _smoke_spec(catalog, dataset)
     root = write_synthetic(spec.dataset_spec, tmp_path / dataset)
-    rset = read_retrieval_set(spec.dataset_spec, root, spec.hparams)
+    hp = spec.typed_hparams()
+    rset = read_retrieval_set(spec.dataset_spec, root, images_per_class=hp.images_per_class,
+                              queries_fraction=hp.queries_per_class_fraction)
     # database image i gets a 1 in column q when it is a positive of query q; query q is e_q
     db = np.zeros((len(rset.database), len(rset.queries)), dtype=np.float32)
     for q, t in enumerate(rset.truths):
@@ -120,8 +122,7 @@ def test_faithful_switches(tmp_path, catalog, monkeypatch):
 
     clip = catalog.backbones["clip_vit_base_laion2b"].model_dump(mode="json")
     for normalization, mean in (("backbone", tuple(clip["mean"])), ("imagenet", retrieval.IMAGENET_MEAN)):
-        hp = {"resolution": 224, "resize": 256, "normalization": normalization}
-        t = retrieval.retrieval_transform(hp, clip).transforms
+        t = retrieval.retrieval_transform(clip, resolution=224, resize=256, normalization=normalization).transforms
         assert tuple(t[-1].mean) == mean and t[0].size == 256 and t[1].size == (224, 224)
     clip_faithful = _smoke_spec(catalog, "cub200", backbone="clip_vit_base_laion2b", faithful=True)
     assert clip_faithful.hparams["normalization"] == "imagenet"
@@ -132,10 +133,11 @@ def test_preprocessing_rules():
 
     from bobkit.tasks.retrieval import Thumbnail, describe_transform, resize_for, retrieval_transform
 
-    assert resize_for({"resolution": 224, "resize": None}) == 256
-    assert resize_for({"resolution": 384, "resize": 400}) == 400
+    assert resize_for(224, None) == 256
+    assert resize_for(384, 400) == 400
     img = Image.new("RGB", (500, 375))
     assert Thumbnail(224)(img).size == (224, 168) and img.size == (500, 375)
-    t = retrieval_transform({"resolution": 32, "resize": 36}, {"mean": [0.5] * 3, "std": [0.5] * 3}, thumbnail=224)
+    t = retrieval_transform({"mean": [0.5] * 3, "std": [0.5] * 3}, resolution=32, resize=36, normalization="backbone",
+                            thumbnail=224)
     assert describe_transform(t).startswith("Thumbnail(224) → Resize(size=36")
     assert tuple(t(img).shape) == (3, 32, 32)

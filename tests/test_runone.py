@@ -46,6 +46,8 @@ def test_run_one_writes_metrics_with_provenance(catalog, tmp_path):
         "recipe": "t_ft", "task": "classification", "smoke": True}
     assert PROVENANCE_KEYS <= set(record["provenance"])
     assert record["provenance"]["device"] == "cpu" and record["provenance"]["seed"] == spec.seed
+    optimization = record["provenance"]["optimization"]  # what the optimizer saw, recorded by the runner
+    assert (optimization["effective_lr"], optimization["effective_batch"], optimization["accumulation"]) == (2e-3, 16, 2)
     assert set(record["metrics"]) >= {"top1", "top5"}
     assert json.loads(run.status_path.read_text())["state"] == "done"
     log = run.log_path.read_text()

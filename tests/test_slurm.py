@@ -199,7 +199,7 @@ def test_reproduce_submits_one_array_and_results_are_read_back(slurm, catalog, m
     assert sorted(r["dataset"] for r in rows) == ["cifar100", "imagenet"]
     for r in rows:
         assert r["metrics"] and all(0.0 <= v <= 1.0 for v in r["metrics"].values())
-        run_dir = runs / "slurmmini" / r["run_id"]
+        run_dir = runs / r["run_id"]
         rec = record(run_dir)
         array, task = rec["job_id"].split("_")
         assert array.isdigit() and task in ("0", "1") and rec["attempt"] == 1
@@ -209,7 +209,7 @@ def test_reproduce_submits_one_array_and_results_are_read_back(slurm, catalog, m
         assert metrics["provenance"]["image"] == str(sif_dir / "classification.sif")
         assert metrics["provenance"]["image_digest"] == file_digest(sif_dir / "classification.sif")
         assert rec["command"].startswith(f"{apptainer} exec --nv --cleanenv --no-home --bind {runs}:{runs} ")
-    assert len({record(runs / "slurmmini" / r["run_id"])["job_id"].split("_")[0] for r in rows}) == 1
+    assert len({record(runs / r["run_id"])["job_id"].split("_")[0] for r in rows}) == 1
     assert (tmp_path / "apptainer.log").read_text().count("exec --nv") == 2
 
     exported = tmp_path / "results.json"
@@ -230,7 +230,7 @@ def test_reproduce_submits_one_array_and_results_are_read_back(slurm, catalog, m
 
 def test_failed_run_is_reported_then_resubmitted_once(slurm, catalog, tmp_path):
     from bobkit.exec.slurm import SlurmExecutor, queue_summary, settled, queue_states
-    from bobkit.results import iter_runs
+    from bobkit.results import experiment_runs
 
     good = smoke_specs(catalog, ["cifar100"])[0]
     # the same run on real (absent) data instead of synthetic data: run-one exits 3 (environment missing)
@@ -241,7 +241,7 @@ def test_failed_run_is_reported_then_resubmitted_once(slurm, catalog, tmp_path):
     report = ex.execute([bad], runs, data)
     assert ex.sbatch_calls == 1
     [outcome] = report.outcomes
-    run_dir = runs / "slurmmini" / bad.id
+    run_dir = runs / bad.id
     assert outcome.state == "failed", outcome
     assert str(run_dir / "log.txt") in outcome.message and "slurm log" in outcome.message
     st = status(run_dir)
@@ -261,8 +261,9 @@ def test_failed_run_is_reported_then_resubmitted_once(slurm, catalog, tmp_path):
         ex3 = SlurmExecutor(held, progress=False)
         report3 = ex3.execute([bad], runs, data)
         assert ex3.sbatch_calls == 0 and second_job in report3.outcomes[0].message
-        summary = queue_summary(iter_runs(runs))
+        summary = queue_summary(experiment_runs(runs))
         assert summary["counts"] == {"PENDING": 1} and summary["runs"][0]["job_id"] == second_job
+        assert summary["runs"][0]["experiment"] == "slurmmini"
         proc = cli("status", "--runs-dir", str(runs))
         assert "slurm: 1 pending" in proc.stdout and "queued" in proc.stdout
         # a squeue snapshot that misses a job slurmctld still has (a requeue in between) loses no run
@@ -289,7 +290,7 @@ def test_usr2_requeues_and_the_run_resumes_from_its_checkpoint(slurm, catalog, t
     ex = SlurmExecutor(config(), wait=True, wait_timeout_s=600, progress=False)
     report = SlurmExecutor(config(), progress=False).execute([spec], runs, data)
     assert [o.state for o in report.outcomes] == ["queued"]
-    run_dir = runs / "slurmmini" / spec.id
+    run_dir = runs / spec.id
     job = record(run_dir)["job_id"]
     try:
         wait_until(lambda: (run_dir / "checkpoints" / "last.pt").is_file(), 600, "the first epoch's checkpoint",
@@ -385,7 +386,7 @@ def test_task_runs_inside_the_docker_image_with_its_allocated_gpus(slurm, catalo
                  weights_dir=str(tmp_path / "weights"))
     ex = SlurmExecutor(cfg, wait=True, wait_timeout_s=600, progress=False)
     report = ex.execute([spec], runs, data)
-    run_dir = runs / "slurmmini" / spec.id
+    run_dir = runs / spec.id
     assert [o.state for o in report.outcomes] == ["done"], (report.outcomes, (run_dir / "log.txt").read_text()[-3000:])
     rec = record(run_dir)
     allocated = rec["gpus"].split(",")

@@ -97,6 +97,31 @@ def test_real_run_wins_over_smoke_run(cat):
     assert one(verify(cat, rows), "retrieval/vit_b/ret_a/mrr").status == "pass"
 
 
+def test_a_run_listed_by_two_experiments_counts_once_and_verify_agrees_with_the_table(cat):
+    """A shared run appears once per experiment that lists it: verify and the table take the same cell."""
+    from bobkit.tables import experiment_table
+
+    shared = {**record("vit_b", "ret_a", "retr", {"mrr": 0.45}, run_id="shared1"), "experiment": "other"}
+    rows = mrr_rows() + [shared]
+    rows = [r for r in rows if not (r["backbone"] == "vit_b" and r["dataset"] == "ret_a")]
+    rows += [shared, {**shared, "experiment": "retrieval"}]
+    v = one(verify(cat, rows), "retrieval/vit_b/ret_a/mrr")
+    cell = [c for (b, _), c in experiment_table(cat, "retrieval", rows).cells.items() if b == "vit_b"][0]
+    assert cell.n_runs == 1 and cell.value == pytest.approx(0.45)
+    assert v.reproduced == pytest.approx(45.0) and v.delta == pytest.approx(45.0 - v.published)
+    assert v.detail == "1 run(s)"
+
+
+def test_set_runs_are_shown_never_compared(cat):
+    custom = [{**r, "user_set": {"lr": 0.1}, "run_id": r["run_id"] + "-set"} for r in mrr_rows({("vit_b", "ret_a"): 0.01})]
+    report = verify(cat, custom, experiments=["retrieval"])
+    cells = [v for v in report.verdicts if v.tier == "train"]
+    assert {v.status for v in cells} == {"custom"} and all(v.delta is None for v in cells)
+    assert any("--set values (lr=0.1)" in n for n in report.notes)
+    # the paper's configuration wins where both exist
+    assert one(verify(cat, mrr_rows() + custom), "retrieval/vit_b/ret_a/mrr").status == "pass"
+
+
 def test_fail_on_levels(cat):
     rows = mrr_rows({("cnx_b", "ret_b"): 0.459})  # 0.9 pp off, floor 0.5, warn band to 1.0: warn
     report = verify(cat, rows, experiments=["retrieval"])

@@ -177,9 +177,16 @@ def record(backbone: str, dataset: str, recipe: str, metrics: dict, *, experimen
             "lr": lr, "seed": seed, "smoke": smoke, "metrics": metrics}
 
 
-def write_run(runs_dir: Path, rec: dict) -> Path:
-    """A run directory as the runners leave it: spec.json plus metrics.json."""
-    run = runs_dir / rec["experiment"] / rec["run_id"]
+def write_run(runs_dir: Path, rec: dict, old_layout: bool = False) -> Path:
+    """A run directory as the runners leave it: spec.json plus metrics.json, in runs/<run id>/ listed in the
+    experiment's index (old_layout: runs/<experiment>/<run id>/, as bobkit wrote it before runs were shared)."""
+    from bobkit.results import RunDir, add_to_index
+
+    if old_layout:
+        run = runs_dir / rec["experiment"] / rec["run_id"]
+    else:
+        run = RunDir.of(runs_dir, rec["run_id"]).path
+        add_to_index(runs_dir, rec["experiment"], [rec["run_id"]])
     run.mkdir(parents=True, exist_ok=True)
     spec = {"id": rec["run_id"], "experiment": rec["experiment"], "backbone": rec["backbone"],
             "dataset": rec["dataset"], "recipe": rec["recipe"], "task": rec["task"], "protocol": rec["protocol"],

@@ -64,6 +64,21 @@ def test_verify_exit_codes_follow_fail_on(tiny, capsys):
     assert all("rule" in v and "source" in v and "confidence" in v for v in data["verdicts"])
 
 
+def test_old_layout_runs_are_verified_like_shared_ones(tiny, capsys):
+    """Runs folders of the old layout (runs/<experiment>/<run id>/) are still read, under their folder's experiment."""
+    shared, old = tiny / "runs", tiny / "old-runs"
+    write_mrr_runs(shared, {("cnx_b", "ret_b"): 0.459})
+    for (b, d), v in {**PUBLISHED_MRR, ("cnx_b", "ret_b"): 0.459}.items():
+        write_run(old, record(b, d, "retr", {"mrr": v}), old_layout=True)
+    assert (old / "retrieval").is_dir() and not (old / "experiments").exists()
+    verdicts = {}
+    for runs in (shared, old):
+        code, out, _ = bobkit(capsys, "verify", str(runs), "-e", "retrieval", "--json")
+        data = json.loads(out)
+        verdicts[runs.name] = (code, data["counts"])
+    assert verdicts["runs"] == verdicts["old-runs"] and verdicts["runs"][1]["warn"] >= 1
+
+
 def test_verify_missing_level_and_default_runs_folder(tiny, capsys):
     code, out, _ = bobkit(capsys, "verify", "--fail-on", "missing")
     assert code == 1 and "no runs folder" in out

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from bobkit.cli_app import ClassifierOpt, JsonOpt, ManifestsOpt, app, console, emit_json, load, table
+from bobkit.cli_app import ClassifierOpt, JsonOpt, ManifestsOpt, RecipeOpt, SetOpt, app, console, emit_json, load, table
 from bobkit.errors import BadInput
 
 
@@ -55,12 +55,18 @@ def list_cmd(kind: Annotated[Kind, typer.Argument(help="What to list.")],
 
 @app.command("show")
 def show_cmd(entry_id: Annotated[str, typer.Argument(metavar="ID", help="Any manifest id.")],
+             backbone: Annotated[str | None, typer.Option("--backbone", "-b", help="A recipe as one backbone gets it "
+                                                          "(its overrides applied, each value with its origin).")] = None,
              json_out: JsonOpt = False, manifests: ManifestsOpt = None,
              measure: Annotated[bool, typer.Option("--measure", help="Build the backbone(s) at random init and "
                                                    "measure them (a backbone, or a synopsis table: table1).")] = False,
              ) -> None:
-    """Show the resolved view of one manifest entry (recipes with their inherited hparams)."""
+    """Show the resolved view of one manifest entry (recipes with their base chain applied; with -b, as
+    that backbone gets them: the same resolver as plan and explain)."""
     catalog = load(manifests)
+    if backbone is not None and catalog.kind_of(entry_id) != "recipes":
+        raise BadInput(f"show {entry_id} --backbone: -b applies to a recipe; `bobkit explain EXPERIMENT -b "
+                       f"{backbone}` shows a run")
     if measure:
         from bobkit.synopsis import show_measured
 
@@ -72,7 +78,15 @@ def show_cmd(entry_id: Annotated[str, typer.Argument(metavar="ID", help="Any man
     data = entry.model_dump(mode="json")
     data["kind"] = kind[:-1]
     data["defined_in"] = str(catalog.origin[(kind, entry_id)])
-    if kind == "recipes":
+    if kind == "recipes" and backbone is not None:
+        from bobkit.manifest.resolve import resolve
+
+        [found] = catalog.select_backbones([backbone])
+        resolved = resolve(catalog, entry, found)
+        data["backbone"] = found.id
+        data["resolved_hparams"] = resolved.hparams
+        data["origins"] = resolved.origins
+    elif kind == "recipes":
         data["resolved_hparams"] = catalog.resolved_hparams[entry_id]
     if kind == "backbones":
         data["published"] = [p.model_dump() for p in catalog.published
@@ -94,18 +108,21 @@ def plan_cmd(
     experiment: Annotated[str, typer.Argument(help="Experiment id, e.g. table3.")],
     backbone: Annotated[list[str] | None, typer.Option("--backbone", "-b", help="Only these backbones.")] = None,
     dataset: Annotated[list[str] | None, typer.Option("--dataset", "-d", help="Only these datasets.")] = None,
+    recipe: RecipeOpt = None,
     smoke: Annotated[bool, typer.Option("--smoke", help="Tiny synthetic data and a few steps.")] = False,
     faithful: Annotated[bool, typer.Option("--faithful", help="Restore the authors' behaviour (deviations).")] = False,
+    sets: SetOpt = None,
     classifier: ClassifierOpt = None,
     json_out: JsonOpt = False,
     manifests: ManifestsOpt = None,
 ) -> None:
     """The runs an experiment needs: ids, image family and estimated GPU-hours."""
+    from bobkit.manifest.resolve import parse_sets
     from bobkit.plan import parse_classifiers, plan
 
     catalog = load(manifests)
-    specs = plan(catalog, experiment, backbones=backbone, datasets=dataset, smoke=smoke, faithful=faithful,
-                 classifiers=parse_classifiers(catalog, classifier))
+    specs = plan(catalog, experiment, backbones=backbone, datasets=dataset, recipes=recipe, smoke=smoke,
+                 faithful=faithful, classifiers=parse_classifiers(catalog, classifier), sets=parse_sets(sets))
     if json_out:
         emit_json([s.model_dump(mode="json") for s in specs])
         return

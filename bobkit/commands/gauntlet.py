@@ -11,7 +11,7 @@ from typing import Annotated
 import typer
 from typer.core import TyperGroup
 
-from bobkit.cli_app import JsonOpt, ManifestsOpt, app, console, emit_json, err_console, load
+from bobkit.cli_app import JsonOpt, ManifestsOpt, SetOpt, app, console, emit_json, err_console, load
 from bobkit.commands.run import DataRootOpt, RunsDirOpt, data_root_or_default, parse_gpus, runs_dir_or_default
 
 
@@ -70,10 +70,14 @@ def run_cmd(
     data_root: DataRootOpt = None,
     report_dir: Annotated[Path | None, typer.Option("--report-dir", help="Where report.md/.html go (default RUNS/gauntlet-ID/report).")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Show the runs and what the budget leaves out; run nothing.")] = False,
+    faithful: Annotated[bool, typer.Option("--faithful", help="Restore the authors' behaviour (see `bobkit list deviations`).")] = False,
+    sets: SetOpt = None,
     json_out: JsonOpt = False,
     manifests: ManifestsOpt = None,
 ) -> None:
     """Plan the paper's runs for BACKBONE, run them, and rank it among the published backbones."""
+    from bobkit.manifest.resolve import parse_sets
+
     from bobkit import gauntlet as gt
     from bobkit.backbones.custom import importable_from_cwd
 
@@ -87,7 +91,7 @@ def run_cmd(
     entry = g.catalog.backbones[g.backbone]
     if entry.family == "custom" or entry.weights.format in ("checkpoint", "python"):
         _check_plugin(entry, g)
-    specs = gt.plan_runs(g)
+    specs = gt.plan_runs(g, faithful=faithful, sets=parse_sets(sets))
     runs = runs_dir_or_default(runs_dir)
     for line in g.left_out:
         out.print(f"[dim]left out by --budget {budget}:[/] {line}")
@@ -101,7 +105,7 @@ def run_cmd(
     root = data_root_or_default(data_root)
     runner = create(executor, gpus=parse_gpus(gpus), jobs=jobs, progress=not json_out, console=out)
     out.print(f"{g.id}: {len(specs)} run(s) of {g.backbone}" + (f" and peers {', '.join(g.peers)}" if g.peers else "")
-              + f" → {runs.resolve() / g.id}  (executor {executor})")
+              + f" → {runs.resolve()}  (executor {executor})")
     report = runner.execute(specs, runs, root)
     _print_outcomes(out, report, only_problems=True)
     from bobkit.results import finished_results

@@ -10,8 +10,10 @@ from typing import Annotated, Any
 
 import typer
 
-from bobkit.cli_app import ClassifierOpt, JsonOpt, ManifestsOpt, app, console, emit_json, err_console, load, table
+from bobkit.cli_app import (ClassifierOpt, JsonOpt, ManifestsOpt, RecipeOpt, SetOpt, app, console, emit_json,
+                            err_console, load, table)
 from bobkit.errors import BadInput, ExitCode
+from bobkit.migrate import old_layout_note
 
 SMOKE_BANNER = ("SMOKE RUN: tiny synthetic data, untrained backbones, a few steps at tiny resolution. "
                 "It tests the pipeline end to end; its numbers are NOT comparable with the paper's.")
@@ -20,6 +22,7 @@ RunsDirOpt = Annotated[Path | None, typer.Option("--runs-dir", help="Runs folder
                                                  show_default=False)]
 DataRootOpt = Annotated[Path | None, typer.Option(
     "--data-root", help="Datasets folder (default: $BOBKIT_DATA, else ~/.cache/bobkit/data).", show_default=False)]
+StatusRecipeOpt = Annotated[list[str] | None, typer.Option("--recipe", "-r", help="Only runs of these recipes.")]
 
 
 def runs_dir_or_default(runs_dir: Path | None) -> Path:
@@ -43,17 +46,71 @@ def parse_gpus(gpus: str | None) -> list[str] | None:
 
 @app.command("run-one")
 def run_one_cmd(
-    spec: Annotated[Path, typer.Argument(help="A run's spec.json (runs/<experiment>/<run id>/spec.json).")],
+    spec: Annotated[str, typer.Argument(
+        metavar="SPEC_OR_RUN_ID",
+        help="A run's spec.json (runs/<run id>/spec.json), or a run id: its spec.json under --runs-dir, else the "
+             "run of that id in any experiment's plan (default flags or --smoke), written there first.")],
     data_root: DataRootOpt = None,
+    runs_dir: RunsDirOpt = None,
+    manifests: ManifestsOpt = None,
 ) -> None:
     """Run one planned run here and write its metrics.json (what every executor runs)."""
     from bobkit.runone import Interrupted, run_one
 
+    spec_path = spec_path_of(spec, runs_dir_or_default(runs_dir), manifests)
     try:
-        run_one(spec, data_root)
+        run_one(spec_path, data_root)
     except Interrupted as exc:
         sys.stdout.flush()
         raise typer.Exit(exc.exit_code) from None
+
+
+def spec_path_of(arg: str, runs: Path, manifests: list[str] | None) -> Path:
+    """run-one's argument as a spec.json path: a path as given (a run folder means its spec.json), or a run id
+    found under the runs folder or in the experiments' plans."""
+    from bobkit.results import RUN_ID, RunDir, find_run
+
+    path = Path(arg)
+    if path.is_dir() and (path / "spec.json").is_file():
+        return path / "spec.json"
+    if not RUN_ID.fullmatch(arg) or path.exists():
+        return path
+    existing = find_run(runs, arg)
+    if existing is not None:
+        return existing.spec_path
+    run = RunDir.of(runs, arg)
+    found = find_planned(load(manifests), arg)
+    if found is None:
+        raise BadInput(f"run {arg}: no {run.spec_path}, and no experiment plans a run with this id (default flags or "
+                       "--smoke); check --runs-dir, or give the spec.json path (`bobkit plan EXPERIMENT --json` "
+                       "lists the ids)")
+    from bobkit.exec.base import prepare
+    from bobkit.results import add_to_index
+
+    spec, how = found
+    run = prepare(spec, runs)
+    add_to_index(runs, spec.experiment, [spec.id])
+    print(f"run {arg}: planned by `bobkit plan {spec.experiment}{how}`; wrote {run.spec_path}", flush=True)
+    return run.spec_path
+
+
+def find_planned(catalog, run_id: str):
+    """(RunSpec, flags) of the run with this id in any experiment's plan, default flags or --smoke; else None."""
+    from bobkit.errors import BobkitError
+    from bobkit.plan import plan
+
+    for exp_id, exp in sorted(catalog.experiments.items()):
+        if exp.table.kind == "synopsis":
+            continue
+        for smoke in (False, True):
+            try:
+                specs = plan(catalog, exp_id, smoke=smoke)
+            except BobkitError:
+                continue
+            for s in specs:
+                if s.id == run_id:
+                    return s, " --smoke" if smoke else ""
+    return None
 
 
 @app.command("reproduce")
@@ -61,8 +118,11 @@ def reproduce_cmd(
     experiment: Annotated[str, typer.Argument(help="Experiment id, e.g. table3 (`bobkit list experiments`).")],
     backbone: Annotated[list[str] | None, typer.Option("--backbone", "-b", help="Only these backbones.")] = None,
     dataset: Annotated[list[str] | None, typer.Option("--dataset", "-d", help="Only these datasets.")] = None,
+    recipe: RecipeOpt = None,
+    sets: SetOpt = None,
     smoke: Annotated[bool, typer.Option("--smoke", help="Tiny synthetic data, tiny resolution, a few steps (CPU, minutes).")] = False,
     faithful: Annotated[bool, typer.Option("--faithful", help="Restore the authors' behaviour (see `bobkit list deviations`).")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Run finished runs of the plan again from scratch; their old results are kept under runs/<run id>/previous/<UTC time>/.")] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Show the runs and which are finished; run nothing.")] = False,
     runs_dir: RunsDirOpt = None,
     data_root: DataRootOpt = None,
@@ -82,8 +142,10 @@ def reproduce_cmd(
     manifests: ManifestsOpt = None,
 ) -> None:
     """Plan an experiment, run what is not finished yet, and print its table."""
+    from bobkit.manifest.resolve import parse_sets
     from bobkit.plan import parse_classifiers, plan
 
+    parsed_sets = parse_sets(sets)
     catalog = load(manifests)
     if experiment not in catalog.experiments:
         from bobkit.errors import unknown_id
@@ -93,14 +155,17 @@ def reproduce_cmd(
     out = err_console() if json_out else console()
     if exp.table.kind == "synopsis":
         return _synopsis(catalog, experiment, backbone, smoke, json_out)
-    specs = plan(catalog, experiment, backbones=backbone, datasets=dataset, smoke=smoke, faithful=faithful,
-                 classifiers=parse_classifiers(catalog, classifier))
+    specs = plan(catalog, experiment, backbones=backbone, datasets=dataset, recipes=recipe, smoke=smoke,
+                 faithful=faithful, classifiers=parse_classifiers(catalog, classifier), sets=parsed_sets)
     runs = runs_dir_or_default(runs_dir)
     root = data_root_or_default(data_root)
     if smoke:
         out.print(f"[bold yellow]{SMOKE_BANNER}[/]")
+    note = old_layout_note(runs)
+    if note:
+        out.print(f"[yellow]{note}[/]")
     if dry_run:
-        return _dry_run(specs, runs, experiment, json_out)
+        return _dry_run(specs, runs, experiment, json_out, force=force)
     from bobkit.exec import create
     from bobkit.exec.local import ExecutionInterrupted
 
@@ -111,7 +176,9 @@ def reproduce_cmd(
     runner = create(executor, gpus=parse_gpus(gpus), jobs=jobs, images=images or None, shm_size=shm_size, progress=not json_out, console=out,
                     slurm_partition=slurm_partition, slurm_account=slurm_account, slurm_time=slurm_time,
                     slurm_config=slurm_config, container=container, slurm_wait=slurm_wait)
-    out.print(f"{experiment}: {len(specs)} run(s) → {runs.resolve() / experiment}  (executor {executor}, data {root})")
+    out.print(f"{experiment}: {len(specs)} run(s) → {runs.resolve()}  (executor {executor}, data {root})")
+    if force:
+        set_aside_finished(specs, runs, out)
     try:
         report = runner.execute(specs, runs, root)
     except ExecutionInterrupted as exc:
@@ -143,10 +210,28 @@ def exit_code_for(report) -> ExitCode:
     return ExitCode.OK
 
 
+def set_aside_finished(specs, runs: Path, out) -> list[Path]:
+    """--force: each finished run of the plan keeps its old result under runs/<id>/previous/<UTC time>/ and
+    starts again from scratch."""
+    from bobkit.results import RunDir
+
+    moved = []
+    for s in specs:
+        run = RunDir.of(runs, s.id)
+        if run.is_finished():
+            dest = run.set_aside()
+            if dest is not None:
+                moved.append(dest)
+    if moved:
+        out.print(f"--force: {len(moved)} finished run(s) start again; their results are kept under "
+                  f"<run>/previous/ (e.g. {moved[0]})")
+    return moved
+
+
 def _experiment_rows(runs: Path, experiment: str) -> list[dict[str, Any]]:
     from bobkit.results import finished_results
 
-    return finished_results(runs, experiment) if (runs / experiment).is_dir() else []
+    return finished_results(runs, experiment) if runs.is_dir() else []
 
 
 def _print_table(catalog, experiment: str, rows: list[dict[str, Any]], out, json_out: bool) -> dict | None:
@@ -188,23 +273,24 @@ def _print_outcomes(out, report, only_problems: bool = False) -> None:
             out.print(f"  [red]{state}[/] {len(outs)} runs ({ids}): {message}")
 
 
-def _dry_run(specs, runs: Path, experiment: str, json_out: bool) -> None:
+def _dry_run(specs, runs: Path, experiment: str, json_out: bool, force: bool = False) -> None:
     from bobkit.results import RunDir
 
     rows = []
     for s in specs:
-        state = RunDir.of(runs, experiment, s.id).status()
+        state = RunDir.of(runs, s.id).status()
         rows.append({"id": s.id, "backbone": s.backbone, "dataset": s.dataset, "recipe": s.recipe,
                      "lr": s.hparams.get("lr"), "image": s.image_family, "gpus": s.gpus, "state": state,
-                     "depends_on": s.depends_on, "gpu_hours": s.gpu_hours})
+                     "rerun": state != "done" or force, "depends_on": s.depends_on, "gpu_hours": s.gpu_hours})
     if json_out:
-        emit_json({"experiment": experiment, "dry_run": True, "runs": rows})
+        emit_json({"experiment": experiment, "dry_run": True, "force": force, "runs": rows})
         return
-    todo = sum(1 for r in rows if r["state"] != "done")
+    todo = sum(1 for r in rows if r["rerun"])
+    shown = [r["state"] + (" (--force: runs again)" if force and r["state"] == "done" else "") for r in rows]
     console().print(table(f"{experiment}: {len(rows)} run(s), {todo} to run (dry run: nothing started)",
                           ("run id", "backbone", "dataset", "recipe", "lr", "image", "gpus", "state"),
-                          [[r["id"], r["backbone"], r["dataset"], r["recipe"], r["lr"], r["image"], r["gpus"], r["state"]]
-                           for r in rows]))
+                          [[r["id"], r["backbone"], r["dataset"], r["recipe"], r["lr"], r["image"], r["gpus"], st]
+                           for r, st in zip(rows, shown)]))
 
 
 def _synopsis(catalog, experiment: str, backbones, smoke: bool, json_out: bool) -> None:
@@ -222,19 +308,26 @@ def _synopsis(catalog, experiment: str, backbones, smoke: bool, json_out: bool) 
 @app.command("status")
 def status_cmd(
     experiment: Annotated[str | None, typer.Argument(help="Only this experiment.")] = None,
+    recipe: StatusRecipeOpt = None,
     runs_dir: RunsDirOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """How many runs are done, running, stale (killed hard), failed, interrupted or pending, per experiment."""
-    from bobkit.results import iter_runs
+    """How many runs are done, running, stale (killed hard), failed, interrupted or pending, per experiment
+    (a run shared by several experiments counts in each)."""
+    from bobkit.results import experiment_runs
 
     runs = runs_dir_or_default(runs_dir)
-    if experiment is not None and not (runs / experiment).is_dir():
-        raise BadInput(f"{runs / experiment}: no runs of experiment '{experiment}' here; check --runs-dir")
+    pairs = experiment_runs(runs, experiment)
+    if experiment is not None and not pairs:
+        raise BadInput(f"{runs}: no runs of experiment '{experiment}' here; check --runs-dir")
+    if recipe:
+        pairs = [(e, r) for e, r in pairs if _recipe_of(r) in recipe]
+        if not pairs:
+            raise BadInput(f"{runs}: no runs of recipe {', '.join(recipe)}"
+                           + (f" in experiment '{experiment}'" if experiment else "") + "; check --recipe")
     per_exp: dict[str, Counter] = {}
     problems = []
-    for run in iter_runs(runs, experiment):
-        exp = run.path.parent.name
+    for exp, run in pairs:
         state = run.live_status()
         per_exp.setdefault(exp, Counter())[state] += 1
         if state in ("failed", "interrupted", "stale"):
@@ -247,11 +340,14 @@ def status_cmd(
     states += sorted({s for c in per_exp.values() for s in c} - set(states))
     from bobkit.exec.slurm import print_queue_summary, queue_summary
 
-    slurm = queue_summary(iter_runs(runs, experiment))  # squeue's view of runs submitted to Slurm
+    slurm = queue_summary(pairs)  # squeue's view of runs submitted to Slurm
+    note = old_layout_note(runs)
     if json_out:
         emit_json({"runs_dir": str(runs), "experiments": {e: dict(c) for e, c in per_exp.items()}, "problems": problems,
-                   "slurm": slurm})
+                   "slurm": slurm, "old_layout": note})
         return
+    if note:
+        console().print(f"[yellow]{note}[/]")
     if not per_exp:
         console().print(f"no runs under {runs}")
         return
@@ -260,3 +356,11 @@ def status_cmd(
     print_queue_summary(slurm, console())
     for p in problems:
         console().print(f"  [red]{p['state']}[/] {p['experiment']}/{p['run_id']}: {p['error']}  [dim]({p['log']})[/]")
+
+
+def _recipe_of(run) -> str | None:
+    try:
+        spec = run.spec()
+    except BadInput:
+        return None
+    return spec.get("recipe") if isinstance(spec, dict) else None

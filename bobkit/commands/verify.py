@@ -76,7 +76,7 @@ def gather_rows(catalog, runs_dir: Path | None, results: list[Path] | None, mapp
 
 
 STATUS_STYLE = {"pass": "green", "warn": "yellow", "fail": "bold red", "missing": "dim", "smoke": "magenta",
-                "info": "cyan"}
+                "custom": "blue", "info": "cyan"}
 
 
 def _fmt(x: float | None, signed: bool = False) -> str:

@@ -82,7 +82,8 @@ class RetrievalSet:
 @dataclass
 class RetrievalContext:
     dataset_spec: dict[str, Any]
-    hparams: dict[str, Any] = field(default_factory=dict)
+    images_per_class: int | None = None  # class folders: first N images per class (None: the dataset's rule)
+    queries_fraction: float | None = None  # class folders: fraction of them that query (None: QUERY_FRACTION)
 
     def missing(self, path: Path, what: str = "is missing"):
         return missing(self.dataset_spec, path, what)
@@ -157,8 +158,8 @@ def split_class_folders(root: Path, images_per_class: int | None, query_fraction
 
 def read_class_folders(root: Path, ctx: RetrievalContext) -> RetrievalSet:
     protocol = CLASS_FOLDER_PROTOCOLS.get(ctx.dataset_id, ClassFolderProtocol(None))
-    per_class = ctx.hparams.get("images_per_class") or protocol.images_per_class
-    fraction = ctx.hparams.get("queries_per_class_fraction") or QUERY_FRACTION
+    per_class = protocol.images_per_class if ctx.images_per_class is None else ctx.images_per_class
+    fraction = QUERY_FRACTION if ctx.queries_fraction is None else ctx.queries_fraction
     class_root = class_folder_root(root, ctx)
     queries, database, truths = split_class_folders(class_root, per_class, fraction)
     if not queries:
@@ -345,14 +346,18 @@ READERS: dict[str, Callable[[Path, RetrievalContext], RetrievalSet]] = {
 }
 
 
-def read_retrieval_set(dataset_spec: dict[str, Any], root: Path, hparams: dict[str, Any] | None = None) -> RetrievalSet:
-    """Queries, database and ground truth of a retrieval dataset at `root` (real or synthetic, same reader)."""
+def read_retrieval_set(dataset_spec: dict[str, Any], root: Path, *, images_per_class: int | None = None,
+                       queries_fraction: float | None = None) -> RetrievalSet:
+    """Queries, database and ground truth of a retrieval dataset at `root` (real or synthetic, same reader).
+    The class-folder layouts take the recipe's images_per_class and queries_per_class_fraction (None:
+    the dataset's own rule); the other layouts have fixed query sets."""
     layout = dataset_spec.get("layout")
     reader = READERS.get(layout)
     if reader is None:
         raise BadInput(f"dataset '{dataset_spec.get('id')}': no retrieval reader for layout '{layout}'; "
                        f"known: {', '.join(sorted(READERS))}")
-    return reader(Path(root), RetrievalContext(dataset_spec, dict(hparams or {})))
+    return reader(Path(root), RetrievalContext(dataset_spec, images_per_class=images_per_class,
+                                               queries_fraction=queries_fraction))
 
 
 # ---------------------------------------------------------------- synthetic stand-ins (same layouts)

@@ -1,8 +1,10 @@
 """What every executor shares: the run directory is prepared the same way and results land the same way.
 
 An executor receives RunSpecs in dependency order, skips finished runs (metrics.json present),
-writes spec.json into each run directory, and arranges for `bobkit run-one <run_dir>/spec.json`
-to run with BOBKIT_DATA pointing at the data root. verify and report never care which one ran.
+writes spec.json into each run directory (runs/<run id>/, shared by every experiment that plans
+the run), adds the runs to their experiment's index (runs/experiments/<experiment>.json), and
+arranges for `bobkit run-one <run_dir>/spec.json` to run with BOBKIT_DATA pointing at the data
+root. verify and report never care which one ran.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from pathlib import Path
 from typing import Protocol, Sequence
 
 from bobkit.plan import RunSpec
-from bobkit.results import RunDir
+from bobkit.results import RunDir, index_specs
 
 
 @dataclass
@@ -42,22 +44,31 @@ class Executor(Protocol):
 
 
 def prepare(spec: RunSpec, runs_dir: Path) -> RunDir:
-    """Create the run directory and its spec.json (refusing a different spec under the same id)."""
-    run = RunDir.of(runs_dir, spec.experiment, spec.id)
+    """Create the run directory and its spec.json (refusing a different spec under the same id); a run
+    already planned by another experiment keeps its folder and spec.json."""
+    run = RunDir.of(runs_dir, spec.id)
     run.path.mkdir(parents=True, exist_ok=True)
     run.write_spec(spec.model_dump(mode="json"))
     return run
 
 
+def prepare_runs(specs: Sequence[RunSpec], runs_dir: Path) -> tuple[list[RunSpec], dict[str, RunDir]]:
+    """Every run directory prepared, upstream runs first, and every run in its experiment's index: the
+    specs in dependency order and the RunDir of each by id."""
+    ordered = order_by_dependencies(specs)
+    runs = {spec.id: prepare(spec, runs_dir) for spec in ordered}
+    index_specs(runs_dir, ordered)
+    return ordered, runs
+
+
 def prepare_all(specs: Sequence[RunSpec], runs_dir: Path) -> tuple[ExecutionReport, dict[str, RunDir], list[RunSpec]]:
-    """Every run directory prepared, upstream runs first: a report holding the finished ones as skipped,
-    the RunDir of each run by id, and the specs still to run (in dependency order)."""
+    """Every run directory prepared (prepare_runs): a report holding the finished ones as skipped, the RunDir
+    of each run by id, and the specs still to run (in dependency order)."""
     report = ExecutionReport()
-    runs: dict[str, RunDir] = {}
     pending: list[RunSpec] = []
-    for spec in order_by_dependencies(specs):
-        run = prepare(spec, runs_dir)
-        runs[spec.id] = run
+    ordered, runs = prepare_runs(specs, runs_dir)
+    for spec in ordered:
+        run = runs[spec.id]
         if run.is_finished():
             report.outcomes.append(RunOutcome(spec.id, "skipped", run.path, "already finished"))
         else:

@@ -45,8 +45,13 @@ def weights_root() -> Path:
     return Path(os.environ.get("BOBKIT_WEIGHTS") or Path.home() / ".cache" / "bobkit" / "weights")
 
 
+def container_run_dir(run_id: str) -> str:
+    """A run's folder inside the container: /runs/<run id>, as on the host (bobkit.results.RunDir.of)."""
+    return str(RunDir.of(Path(RUNS), run_id).path)
+
+
 def container_spec_path(spec: RunSpec) -> str:
-    return f"{RUNS}/{spec.experiment}/{spec.id}/spec.json"
+    return str(RunDir.of(Path(RUNS), spec.id).spec_path)
 
 
 def run_command(spec: RunSpec, nproc: int) -> list[str]:
@@ -65,14 +70,14 @@ def container_config(spec: RunSpec, *, image_ref: str, image_digest: str, runs_d
     from docker.types import DeviceRequest, Mount
 
     runs_dir = Path(runs_dir)
-    exp = spec.experiment
     mounts = [
         Mount(target=DATA, source=str(data_root), type="bind", read_only=True),
         Mount(target=WEIGHTS, source=str(weights_dir), type="bind", read_only=True),
-        Mount(target=f"{RUNS}/{exp}/{spec.id}", source=str(runs_dir / exp / spec.id), type="bind", read_only=False),
+        Mount(target=container_run_dir(spec.id), source=str(RunDir.of(runs_dir, spec.id).path), type="bind",
+              read_only=False),
     ]
     for up in spec.depends_on:
-        mounts.append(Mount(target=f"{RUNS}/{exp}/{up}", source=str(runs_dir / exp / up), type="bind",
+        mounts.append(Mount(target=container_run_dir(up), source=str(RunDir.of(runs_dir, up).path), type="bind",
                             read_only=True))
     for path in spec.host_files():
         mounts.append(Mount(target=path, source=path, type="bind", read_only=True))
@@ -98,7 +103,8 @@ def container_config(spec: RunSpec, *, image_ref: str, image_digest: str, runs_d
         tmpfs={"/tmp": f"rw,nosuid,nodev,size={tmp_size}"},
         shm_size=shm_size,
         init=True,
-        labels={LABEL_RUN: spec.id, "io.bobkit.experiment": exp, "io.bobkit.devices": ",".join(devices)},
+        # the experiment whose `reproduce` started it (a shared run may serve others too)
+        labels={LABEL_RUN: spec.id, "io.bobkit.experiment": spec.experiment, "io.bobkit.devices": ",".join(devices)},
         detach=True,
     )
 

@@ -221,7 +221,7 @@ class LocalExecutor:
             if state == "done":
                 continue
             if state is None:
-                if up not in runs and RunDir.of(runs_dir, spec.experiment, up).is_finished():
+                if up not in runs and RunDir.of(runs_dir, up).is_finished():
                     continue
                 if up in runs:
                     return "wait"

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from bobkit.errors import EnvironmentMissing
-from bobkit.exec.base import ExecutionReport, RunOutcome, order_by_dependencies, prepare
+from bobkit.exec.base import ExecutionReport, RunOutcome, prepare_runs
 from bobkit.exec.container_cmd import Launch, Mount
 from bobkit.plan import RunSpec
 from bobkit.results import RunDir, atomic_write_json
@@ -292,15 +292,13 @@ class SlurmExecutor:
             raise EnvironmentMissing("sbatch not found: run `bobkit reproduce --executor slurm` on a Slurm "
                                      "login node, or use --executor local/docker")
         runs_dir, data_root = Path(runs_dir).resolve(), Path(data_root).resolve()
-        ordered = order_by_dependencies(specs)
         queue = queue_states()
         report = ExecutionReport()
         to_submit: list[RunSpec] = []
         job_of: dict[str, str] = {}  # run id → job id already in the queue
-        runs: dict[str, RunDir] = {}
+        ordered, runs = prepare_runs(specs, runs_dir)
         for spec in ordered:
-            run = prepare(spec, runs_dir)
-            runs[spec.id] = run
+            run = runs[spec.id]
             if run.is_finished():
                 report.outcomes.append(RunOutcome(spec.id, "skipped", run.path, "already finished"))
                 continue
@@ -484,14 +482,21 @@ class _progress:
 
 # ---------------------------------------------------------------- `bobkit status`
 
-def queue_summary(run_dirs: Iterable[RunDir]) -> dict[str, Any]:
+def queue_summary(experiment_runs: Iterable[tuple[str, RunDir]]) -> dict[str, Any]:
     """Slurm's view of the unfinished runs that were submitted to it, for `bobkit status`.
 
-    counts: Slurm state → runs (PENDING, RUNNING, ...; LOST for a job that left the queue while its
-    run was neither done nor failed: `reproduce` resubmits it); runs: one row per run with job id,
-    state, attempt and both logs. Calls squeue once, and not at all when no run went to Slurm.
+    experiment_runs: (experiment, run) pairs (bobkit.results.experiment_runs); a run shared by several
+    experiments is counted once. counts: Slurm state → runs (PENDING, RUNNING, ...; LOST for a job that
+    left the queue while its run was neither done nor failed: `reproduce` resubmits it); runs: one row
+    per run with its experiments, job id, state, attempt and both logs. Calls squeue once, and not at
+    all when no run went to Slurm.
     """
-    runs = [r for r in run_dirs if not r.is_finished() and slurm_job_of(r)]
+    experiments: dict[Path, list[str]] = {}
+    by_path: dict[Path, RunDir] = {}
+    for exp, run in experiment_runs:
+        experiments.setdefault(run.path, []).append(exp)
+        by_path.setdefault(run.path, run)
+    runs = [r for r in by_path.values() if not r.is_finished() and slurm_job_of(r)]
     if not runs:
         return {"counts": {}, "runs": []}
     try:
@@ -508,7 +513,7 @@ def queue_summary(run_dirs: Iterable[RunDir]) -> dict[str, Any]:
             recorded = run.status()
             state = recorded.upper() if recorded in ("failed", "interrupted") else "LOST"
         counts[state] += 1
-        rows.append({"run_id": run.path.name, "experiment": run.path.parent.name, "job_id": job,
+        rows.append({"run_id": run.path.name, "experiment": ", ".join(sorted(set(experiments[run.path]))), "job_id": job,
                      "slurm_state": state, "attempt": rec.get("attempt", 0), "requeues": rec.get("requeues", 0),
                      "log": str(run.log_path), "slurm_log": rec.get("slurm_log")})
     return {"counts": dict(sorted(counts.items())), "runs": rows}
@@ -523,5 +528,5 @@ def print_queue_summary(summary: dict[str, Any], out) -> None:
     out.print("slurm: " + ", ".join(f"{n} {state.lower()}" for state, n in summary["counts"].items()))
     for row in summary["runs"]:
         if row["slurm_state"] == "LOST":
-            out.print(f"  [red]lost[/] {row['experiment']}/{row['run_id']}: job {row['job_id']} left the queue "
+            out.print(f"  [red]lost[/] {row['run_id']} ({row['experiment']}): job {row['job_id']} left the queue "
                       f"unfinished; `bobkit reproduce` resubmits it  [dim]({row['slurm_log']})[/]")

@@ -15,6 +15,7 @@ from typing import Any
 
 from bobkit import provenance
 from bobkit.errors import BadInput
+from bobkit.manifest.derived import per_update_schedule
 from bobkit.results import RunDir
 
 log = logging.getLogger("bobkit.run")
@@ -23,31 +24,32 @@ log = logging.getLogger("bobkit.run")
 def run(spec, run_dir: RunDir, data_root: Path) -> dict[str, float]:
     from bobkit.tasks import cls_runtime
 
-    with cls_runtime.running(spec.hparams, smoke=spec.smoke) as rt:
-        return _run(spec, run_dir, Path(data_root), rt)
+    hp = spec.typed_hparams()
+    with cls_runtime.running(hp, smoke=spec.smoke) as rt:
+        return _run(spec, hp, run_dir, Path(data_root), rt)
 
 
-def _run(spec, run_dir: RunDir, data_root: Path, rt) -> dict[str, float]:
+def _run(spec, hp, run_dir: RunDir, data_root: Path, rt) -> dict[str, float]:
     from bobkit.tasks.cls_data import normalisation, open_data
     from bobkit.tasks.cls_model import backbone_crop_pct, build_classifier
 
-    hp = spec.hparams
     if rt.is_main:
         provenance.record(run_dir.path, "runtime", rt.describe())
-    data = open_data(spec, run_dir.path, data_root)
+    data = open_data(spec, hp, run_dir.path, data_root)
     log.info("data: %s (%s) %d training / %d evaluation images, %d classes%s", spec.dataset,
              "synthetic" if data.synthetic else data.root, len(data.train.items), len(data.eval.items),
              data.num_classes, ", multi-label" if data.multilabel else "")
     for note in data.notes:
         log.info("data: %s", note)
-    model, built = build_classifier(spec, data.num_classes)
+    model, built = build_classifier(spec, data.num_classes, hp)
     mean, std = normalisation(data, built)
-    job = Job(spec, run_dir, data, model, rt, mean, std, hp.get("crop_pct") or backbone_crop_pct(built))
+    crop_pct = backbone_crop_pct(built) if hp.crop_pct is None else hp.crop_pct
+    job = Job(spec, hp, run_dir, data, model, rt, mean, std, crop_pct)
     run_dir.checkpoints.mkdir(parents=True, exist_ok=True)
-    result, final_state = _probe_on_cached_features(job) if hp.get("feature_cache") else _train_on_images(job)
+    result, final_state = _probe_on_cached_features(job) if hp.feature_cache else _train_on_images(job)
     if rt.is_main:
         _finish(job, result, final_state)
-    return summarise(result.best, result.last, hp.get("eval_metric", "top1"))
+    return summarise(result.best, result.last, hp.eval_metric)
 
 
 @dataclass
@@ -55,6 +57,7 @@ class Job:
     """What the two training paths share."""
 
     spec: Any
+    hp: Any  # the spec's ClassificationHparams
     run_dir: RunDir
     data: Any  # cls_data.ClassificationData
     model: Any  # cls_model.Classifier
@@ -65,13 +68,15 @@ class Job:
 
     @property
     def batch(self) -> int:
-        return int(self.spec.hparams["per_gpu_batch"])
+        return self.hp.per_gpu_batch
 
     def fit_options(self) -> dict[str, Any]:
-        return dict(hp=self.spec.hparams, rt=self.rt, checkpoints=self.run_dir.checkpoints, run_id=self.spec.id,
+        main = self.rt.is_main
+        return dict(hp=self.hp, rt=self.rt, checkpoints=self.run_dir.checkpoints, run_id=self.spec.id,
                     num_classes=self.data.num_classes, multilabel=self.data.multilabel,
-                    per_update_schedule=self.spec.protocol == "linear_probe",
-                    summary_csv=self.run_dir.path / "summary.csv" if self.rt.is_main else None)
+                    per_update_schedule=per_update_schedule(self.spec.protocol),
+                    summary_csv=self.run_dir.path / "summary.csv" if main else None,
+                    provenance_dir=self.run_dir.path if main else None, named_model=self.model)
 
 
 def _train_on_images(job: Job):
@@ -82,7 +87,7 @@ def _train_on_images(job: Job):
     from bobkit.tasks.cls_model import trainable_param_groups
     from bobkit.tasks.cls_train import Fit
 
-    hp, data, rt = job.spec.hparams, job.data, job.rt
+    hp, data, rt = job.hp, job.data, job.rt
     train_set, eval_set = image_datasets(data, hp, job.mean, job.std, job.crop_pct, augment=True)
     eval_loader = eval_batches(eval_set, rt, job.batch)
 
@@ -90,7 +95,7 @@ def _train_on_images(job: Job):
         return evaluate(m, eval_loader, rt, multilabel=data.multilabel, num_classes=data.num_classes,
                         class_names=data.train.classes)
 
-    groups = trainable_param_groups(job.model, float(hp["weight_decay"]), hp.get("layer_decay"))
+    groups = trainable_param_groups(job.model, hp.weight_decay, hp.layer_decay)
     result = Fit(model=job.model, param_groups=groups, train=train_batches(train_set, rt, job.batch, job.spec.seed),
                  evaluate=evaluate_images, **job.fit_options()).run()
     if not rt.is_main:
@@ -107,9 +112,9 @@ def _probe_on_cached_features(job: Job):
     from bobkit.tasks.cls_model import trainable_param_groups
     from bobkit.tasks.cls_train import Fit
 
-    spec, hp, data, rt, model = job.spec, job.spec.hparams, job.data, job.rt, job.model
+    spec, hp, data, rt, model = job.spec, job.hp, job.data, job.rt, job.model
     checkpoints = job.run_dir.checkpoints
-    if hp.get("trainable", "all") != "head":
+    if hp.trainable != "head":
         raise BadInput(f"recipe '{spec.recipe}': feature_cache needs a frozen backbone (trainable: head)")
     if rt.is_main:
         provenance.note_deviation(job.run_dir.path, *cls_probe.DEVIATION)
@@ -119,7 +124,7 @@ def _probe_on_cached_features(job: Job):
         model.backbone.to(rt.device)
         train_f, eval_f = cls_probe.cached_features(model.backbone, train_set, eval_set, rt, job.batch, checkpoints,
                                                     spec.id)
-    result = Fit(model=model.head, param_groups=trainable_param_groups(model, float(hp["weight_decay"]), None),
+    result = Fit(model=model.head, param_groups=trainable_param_groups(model, hp.weight_decay, None),
                  train=cls_probe.feature_batches(train_f, rt, job.batch, spec.seed) if train_f is not None else None,
                  evaluate=cls_probe.head_evaluator(eval_f, rt, job.batch, multilabel=data.multilabel,
                                                    num_classes=data.num_classes, class_names=data.train.classes),
@@ -139,11 +144,11 @@ def _finish(job: Job, result, final_state: dict[str, Any]) -> None:
     from bobkit.tasks.cls_model import head_kind
     from bobkit.tasks.cls_probe import FEATURES
 
-    spec, hp, data, checkpoints = job.spec, job.spec.hparams, job.data, job.run_dir.checkpoints
+    spec, hp, data, checkpoints = job.spec, job.hp, job.data, job.run_dir.checkpoints
     ckpt.atomic_save(ckpt.final_checkpoint(final_state, num_classes=data.num_classes, backbone=spec.backbone,
-                                           head=head_kind(hp), epoch=result.best_epoch,
-                                           drop=float(hp.get("drop", 0.0)), resolution=int(hp["resolution"]),
-                                           classes=data.train.classes), checkpoints / ckpt.FINAL)
+                                           head=head_kind(hp), epoch=result.best_epoch, drop=hp.drop,
+                                           resolution=hp.resolution, classes=data.train.classes),
+                     checkpoints / ckpt.FINAL)
     ckpt.atomic_save(ckpt.finished_marker(spec.id, len(result.history), result.history, result.best,
                                           result.best_epoch), checkpoints / ckpt.LAST)
     ckpt.prune_best(checkpoints, None)

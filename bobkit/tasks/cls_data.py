@@ -17,6 +17,7 @@ from torch.utils.data import DataLoader, Sampler
 
 from bobkit.data import dataset_dir
 from bobkit.data.classification import LabelledImages, LabelledSplit, first_fraction, read_split
+from bobkit.manifest.hparams import ClassificationHparams, EvalHparams
 from bobkit.tasks.cls_runtime import Runtime, default_workers
 
 DEFAULT_CROP_PCT = 0.875
@@ -54,22 +55,22 @@ def dataset_root(spec, run_path: Path, data_root: Path) -> tuple[Path, bool]:
     return dataset_dir(ds, data_root), False
 
 
-def open_data(spec, run_path: Path, data_root: Path) -> ClassificationData:
-    """Both splits of the run's dataset, with the 1 %/10 % subset or the train fraction applied."""
+def open_data(spec, hp: ClassificationHparams, run_path: Path, data_root: Path) -> ClassificationData:
+    """Both splits of the run's dataset, with the 1 %/10 % subset or the train fraction of `hp` (the
+    spec's ClassificationHparams) applied."""
     ds = spec.dataset_spec
-    hp = spec.hparams
     root, synthetic = dataset_root(spec, run_path, data_root)
     train = read_split(ds, root, split_name(ds, "train", "train"), work_dir=run_path)
     evaluation = read_split(ds, root, split_name(ds, "eval", "val"), work_dir=run_path)
     notes: list[str] = []
-    if hp.get("subset"):
+    if hp.subset is not None:
         from bobkit.data.subsets import imagenet_subset
 
-        train, origin = imagenet_subset(train, hp["subset"], root, run_path)
-        notes.append(f"training subset {hp['subset']} ({len(train.items)} images) from {origin}")
-    if hp.get("train_fraction"):
-        train = first_fraction(train, float(hp["train_fraction"]))
-        notes.append(f"first {hp['train_fraction']:g} of the shuffled training rows ({len(train.items)} images)")
+        train, origin = imagenet_subset(train, hp.subset, root, run_path)
+        notes.append(f"training subset {hp.subset} ({len(train.items)} images) from {origin}")
+    if hp.train_fraction is not None:
+        train = first_fraction(train, hp.train_fraction)
+        notes.append(f"first {hp.train_fraction:g} of the shuffled training rows ({len(train.items)} images)")
     return ClassificationData(train, evaluation, root, synthetic, notes)
 
 
@@ -80,25 +81,27 @@ def normalisation(data: ClassificationData, built) -> tuple[tuple[float, ...], t
     return tuple(built.mean), tuple(built.std)
 
 
-def train_transform(hp: dict[str, Any], mean, std):
+def train_transform(hp: ClassificationHparams, mean, std):
+    """timm's training transform with every setting from `hp` (ClassificationHparams)."""
     from timm.data import create_transform
 
     return create_transform(
-        input_size=int(hp["resolution"]), is_training=True, scale=tuple(hp.get("crop_scale") or (0.08, 1.0)),
-        hflip=float(hp.get("hflip", 0.5)), color_jitter=hp.get("color_jitter"), auto_augment=hp.get("randaugment"),
-        interpolation=hp.get("interpolation", "bicubic"), mean=mean, std=std, re_prob=float(hp.get("reprob", 0.0)),
-        re_mode=hp.get("remode", "pixel"), re_count=1,
+        input_size=hp.resolution, is_training=True, scale=tuple(hp.crop_scale), hflip=hp.hflip,
+        color_jitter=hp.color_jitter, auto_augment=hp.randaugment, interpolation=hp.interpolation, mean=mean, std=std,
+        re_prob=hp.reprob, re_mode=hp.remode, re_count=1,
     )
 
 
-def eval_transform(hp: dict[str, Any], mean, std, crop_pct: float | None):
+def eval_transform(hp: ClassificationHparams | EvalHparams, mean, std, crop_pct: float | None):
+    """timm's evaluation transform at `hp.resolution` (ClassificationHparams or EvalHparams). `crop_pct`:
+    the one chosen for the run; None: the recipe's crop_pct, else DEFAULT_CROP_PCT."""
     from timm.data import create_transform
 
-    interpolation = hp.get("interpolation", "bicubic")
-    if interpolation == "random":
-        interpolation = "bicubic"
-    return create_transform(input_size=int(hp["resolution"]), is_training=False, interpolation=interpolation,
-                            crop_pct=crop_pct or hp.get("crop_pct") or DEFAULT_CROP_PCT, mean=mean, std=std)
+    interpolation = "bicubic" if hp.interpolation == "random" else hp.interpolation
+    if crop_pct is None:
+        crop_pct = DEFAULT_CROP_PCT if hp.crop_pct is None else hp.crop_pct
+    return create_transform(input_size=hp.resolution, is_training=False, interpolation=interpolation,
+                            crop_pct=crop_pct, mean=mean, std=std)
 
 
 class SeededSampler(Sampler[int]):
@@ -175,7 +178,7 @@ def eval_batches(dataset, rt: Runtime, batch: int, workers: int | None = None) -
                       num_workers=w, pin_memory=rt.device.type == "cuda")
 
 
-def image_datasets(data: ClassificationData, hp: dict[str, Any], mean, std, crop_pct: float | None,
+def image_datasets(data: ClassificationData, hp: ClassificationHparams, mean, std, crop_pct: float | None,
                    *, augment: bool = True) -> tuple[LabelledImages, LabelledImages]:
     train_tf = train_transform(hp, mean, std) if augment else eval_transform(hp, mean, std, crop_pct)
     return LabelledImages(data.train, train_tf), LabelledImages(data.eval, eval_transform(hp, mean, std, crop_pct))

@@ -21,10 +21,11 @@ def is_bobkit_checkpoint(obj: Any) -> bool:
         "linear", "bn_linear")
 
 
-def load_classifier_file(path: Path, backbone_spec: dict[str, Any], hparams: dict[str, Any],
+def load_classifier_file(path: Path, backbone_spec: dict[str, Any], *, resolution: int | None,
                          map_location: Any = "cpu"):
     """(Classifier in eval mode, checkpoint facts) from `path`; BadInput when it is not a classifier of
-    this backbone."""
+    this backbone. `resolution`: what a timm state dict's backbone is built at (a bobkit final.pt
+    knows its own)."""
     from bobkit.backbones.converters.common import read_checkpoint
     from bobkit.tasks.cls_model import load_classifier
 
@@ -36,10 +37,10 @@ def load_classifier_file(path: Path, backbone_spec: dict[str, Any], hparams: dic
     if is_bobkit_checkpoint(obj):
         model, ckpt = load_classifier(obj, backbone_spec, map_location=map_location)
         return model, {**{k: v for k, v in ckpt.items() if k != "model"}, "layout": "bobkit final.pt"}
-    return _load_timm_classifier(obj, path, backbone_spec, hparams, map_location)
+    return _load_timm_classifier(obj, path, backbone_spec, resolution, map_location)
 
 
-def _load_timm_classifier(obj: Any, path: Path, backbone_spec: dict[str, Any], hparams: dict[str, Any],
+def _load_timm_classifier(obj: Any, path: Path, backbone_spec: dict[str, Any], resolution: int | None,
                           map_location: Any):
     """Through the `checkpoint` converter (the gauntlet's): it unwraps the file, loads the backbone
     strictly and keeps the classifier aside, which becomes the head."""
@@ -57,8 +58,7 @@ def _load_timm_classifier(obj: Any, path: Path, backbone_spec: dict[str, Any], h
     if entry.family not in TIMM_FAMILIES or not entry.timm_model:
         raise BadInput(f"{where}: backbone '{entry.id}' is not a timm architecture, so only a bobkit "
                        "checkpoints/final.pt of its fine-tune can be evaluated")
-    resolution = hparams.get("resolution")
-    built = build_backbone(backbone_spec, {"drop_path": 0.0, "resolution": resolution}, pretrained=False)
+    built = build_backbone(backbone_spec, pretrained=False, resolution=resolution)
     ctx = ConvertContext(path=path, model=built.model, backbone=entry,
                          source=WeightsSource(format="checkpoint", path=where), loaded=obj)
     converted = converter_for("checkpoint")(ctx)

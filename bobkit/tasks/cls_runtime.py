@@ -16,6 +16,8 @@ from typing import Any, Iterator
 import numpy as np
 import torch
 
+from bobkit.manifest.hparams import Hparams
+
 
 @dataclass
 class Runtime:
@@ -71,8 +73,9 @@ def cpu_threads(smoke: bool) -> int | None:
     return 1 if smoke else None
 
 
-def start(hparams: dict[str, Any], smoke: bool = False) -> Runtime:
-    """Set up the process: DDP if launched by torchrun, the device, AMP, seeds and determinism."""
+def start(hp: Hparams, smoke: bool = False) -> Runtime:
+    """Set up the process: DDP if launched by torchrun, the device, AMP (hp.amp, hp.amp_dtype), seeds
+    (hp.seed) and determinism."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
@@ -89,7 +92,7 @@ def start(hparams: dict[str, Any], smoke: bool = False) -> Runtime:
         device = torch.device("cpu")
     if world > 1 and not torch.distributed.is_initialized():
         torch.distributed.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
-    seed_everything(int(hparams.get("seed", 0)) + rank)
+    seed_everything(hp.seed + rank)
     deterministic = device.type == "cpu"
     if deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
@@ -100,7 +103,7 @@ def start(hparams: dict[str, Any], smoke: bool = False) -> Runtime:
         torch.backends.cudnn.benchmark = True
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
-    amp = choose_amp(device, bool(hparams.get("amp", True)), hparams.get("amp_dtype", "bfloat16"))
+    amp = choose_amp(device, hp.amp, hp.amp_dtype)
     return Runtime(device, world, rank, local_rank, amp, channels_last=device.type == "cuda",
                    deterministic=deterministic)
 
@@ -111,9 +114,9 @@ def stop(rt: Runtime) -> None:
 
 
 @contextmanager
-def running(hparams: dict[str, Any], smoke: bool = False) -> Iterator[Runtime]:
+def running(hp: Hparams, smoke: bool = False) -> Iterator[Runtime]:
     """start() for the length of a run, stop() however it ends (every runner's frame)."""
-    rt = start(hparams, smoke=smoke)
+    rt = start(hp, smoke=smoke)
     try:
         yield rt
     finally:

@@ -26,7 +26,10 @@ from typing import Any, Callable
 
 import torch
 
+from bobkit import provenance
 from bobkit.errors import BadInput, RunFailed
+from bobkit.manifest import derived
+from bobkit.manifest.hparams import ClassificationHparams
 from bobkit.tasks import cls_checkpoint as ckpt
 from bobkit.tasks.cls_eval import to_device
 from bobkit.tasks.cls_runtime import Runtime, all_reduce_sum, rng_state, set_rng_state
@@ -36,68 +39,82 @@ log = logging.getLogger("bobkit.run")
 KILL_HOOK = "BOBKIT_TEST_KILL_AFTER_EPOCH"  # tests: SIGKILL this process once that epoch's checkpoint is saved
 
 
-def accumulation_steps(hp: dict[str, Any], world_size: int) -> int:
-    """accum = batch_size / (per_gpu_batch x world_size); the recipe's effective batch must divide evenly."""
-    per_step = int(hp["per_gpu_batch"]) * world_size
-    total = int(hp["batch_size"])
-    if total % per_step:
-        raise BadInput(f"hparams: batch_size {total} is not a multiple of per_gpu_batch {hp['per_gpu_batch']} x "
-                       f"{world_size} GPU(s); change per_gpu_batch or the number of GPUs")
-    return max(1, total // per_step)
+def accumulation_steps(hp: ClassificationHparams, world_size: int) -> int:
+    """accum = batch_size / (per_gpu_batch x world_size); the recipe's effective batch must divide evenly
+    (bobkit.manifest.derived, which `bobkit explain` prints from)."""
+    return derived.accumulation(hp.per_gpu_batch, hp.batch_size, world_size)
 
 
-def base_lr(hp: dict[str, Any]) -> float:
-    """lr as given, or blr x batch_size / 256 when the recipe scales it (MAE-style probe)."""
-    if hp.get("lr_scaling") == "linear_256":
-        return float(hp["lr"]) * int(hp["batch_size"]) / 256.0
-    return float(hp["lr"])
+def effective_lr(hp: ClassificationHparams) -> float:
+    """The lr the optimizer gets: lr as given, or blr x batch_size / 256 when the recipe scales it
+    (lr_scaling linear_256, the MAE-style probe); bobkit.manifest.derived decides it."""
+    return derived.effective_lr(hp.lr, hp.batch_size, hp.lr_scaling)
 
 
-def make_optimizer(param_groups: list[dict], hp: dict[str, Any]) -> torch.optim.Optimizer:
+def make_optimizer(param_groups: list[dict], hp: ClassificationHparams) -> torch.optim.Optimizer:
     from timm.optim import create_optimizer_v2
 
     kwargs: dict[str, Any] = {}
-    if hp["optimizer"] in ("sgd", "lars"):
-        kwargs["momentum"] = float(hp.get("momentum") or 0.9)
-    return create_optimizer_v2(param_groups, opt=hp["optimizer"], lr=base_lr(hp),
-                               weight_decay=float(hp["weight_decay"]), **kwargs)
+    if hp.optimizer in ("sgd", "lars"):
+        kwargs["momentum"] = hp.momentum  # required for these by the schema
+    if hp.optimizer == "sgd" and hp.momentum == 0:
+        raise BadInput("hparams: optimizer sgd is timm's SGD with Nesterov momentum, which needs momentum > 0 "
+                       "(got momentum 0)")
+    return create_optimizer_v2(param_groups, opt=hp.optimizer, lr=effective_lr(hp), weight_decay=hp.weight_decay,
+                               **kwargs)
 
 
-def make_scheduler(optimizer: torch.optim.Optimizer, hp: dict[str, Any], updates_per_epoch: int, per_update: bool):
+def make_scheduler(optimizer: torch.optim.Optimizer, hp: ClassificationHparams, updates_per_epoch: int,
+                   per_update: bool):
     from timm.scheduler import create_scheduler_v2
 
-    if hp.get("schedule", "cosine") != "cosine":
-        raise BadInput(f"hparams.schedule '{hp.get('schedule')}': classification runs support 'cosine' only")
-    warmup = float(hp.get("warmup_epochs", 0))
+    if hp.schedule != "cosine":
+        raise BadInput(f"hparams.schedule '{hp.schedule}': classification runs support 'cosine' only")
     scheduler, _ = create_scheduler_v2(
-        optimizer, sched="cosine", num_epochs=int(hp["epochs"]),
-        warmup_epochs=warmup if per_update else int(round(warmup)), warmup_lr=float(hp.get("warmup_lr", 0.0)),
-        min_lr=float(hp.get("min_lr", 0.0)), cooldown_epochs=0, step_on_epochs=not per_update,
-        updates_per_epoch=updates_per_epoch,
+        optimizer, sched="cosine", num_epochs=hp.epochs,
+        warmup_epochs=hp.warmup_epochs if per_update else int(round(hp.warmup_epochs)), warmup_lr=hp.warmup_lr,
+        min_lr=hp.min_lr, cooldown_epochs=0, step_on_epochs=not per_update, updates_per_epoch=updates_per_epoch,
     )
     return scheduler
 
 
-def make_mixup(hp: dict[str, Any], num_classes: int, multilabel: bool):
-    if multilabel or (float(hp.get("mixup", 0)) <= 0 and float(hp.get("cutmix", 0)) <= 0):
+def make_mixup(hp: ClassificationHparams, num_classes: int, multilabel: bool):
+    if multilabel or (hp.mixup <= 0 and hp.cutmix <= 0):
         return None
     from timm.data import Mixup
 
-    return Mixup(mixup_alpha=float(hp["mixup"]), cutmix_alpha=float(hp["cutmix"]), prob=float(hp.get("mixup_prob", 1.0)),
-                 switch_prob=float(hp.get("mixup_switch_prob", 0.5)), mode=hp.get("mixup_mode", "batch"),
-                 label_smoothing=float(hp.get("label_smoothing", 0.0)), num_classes=num_classes)
+    return Mixup(mixup_alpha=hp.mixup, cutmix_alpha=hp.cutmix, prob=hp.mixup_prob, switch_prob=hp.mixup_switch_prob,
+                 mode=hp.mixup_mode, label_smoothing=hp.label_smoothing, num_classes=num_classes)
 
 
-def make_loss(hp: dict[str, Any], mixup, multilabel: bool) -> torch.nn.Module:
+def make_loss(hp: ClassificationHparams, mixup, multilabel: bool) -> torch.nn.Module:
     from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
 
     if multilabel:
         return torch.nn.BCEWithLogitsLoss()
     if mixup is not None:
         return SoftTargetCrossEntropy()  # mixup already folds label smoothing into the targets
-    if float(hp.get("label_smoothing", 0)) > 0:
-        return LabelSmoothingCrossEntropy(smoothing=float(hp["label_smoothing"]))
+    if hp.label_smoothing > 0:
+        return LabelSmoothingCrossEntropy(smoothing=hp.label_smoothing)
     return torch.nn.CrossEntropyLoss()
+
+
+def optimization_facts(hp: ClassificationHparams, *, world_size: int, accumulation: int, updates_per_epoch: int,
+                       per_update: bool, scheduler, param_groups: list[dict[str, Any]]) -> dict[str, Any]:
+    """What the optimizer and its schedule actually got, for the run's provenance (`optimization`).
+
+    warmup_steps is timm's warmup length as the scheduler holds it, in warmup_unit: optimizer updates
+    (warmup_epochs x updates_per_epoch) when the schedule steps per update, epochs when per epoch.
+    updates_per_epoch is the loader's own count (what `bobkit explain` estimates from the manifest).
+    """
+    return {
+        "effective_lr": effective_lr(hp), "lr_scaling": hp.lr_scaling,
+        "effective_batch": hp.per_gpu_batch * world_size * accumulation,
+        "per_gpu_batch": hp.per_gpu_batch, "world_size": world_size, "accumulation": accumulation,
+        "updates_per_epoch": updates_per_epoch,
+        "warmup_steps": scheduler.warmup_t, "warmup_unit": "updates" if per_update else "epochs",
+        "param_groups": param_groups,
+    }
 
 
 @dataclass
@@ -118,7 +135,7 @@ class Fit:
     param_groups: list[dict]
     train: Any  # cls_data.TrainBatches
     evaluate: Callable[[torch.nn.Module], dict[str, float]]
-    hp: dict[str, Any]
+    hp: ClassificationHparams
     rt: Runtime
     checkpoints: Path
     run_id: str
@@ -126,6 +143,8 @@ class Fit:
     multilabel: bool = False
     per_update_schedule: bool = False
     summary_csv: Path | None = None
+    provenance_dir: Path | None = None  # the run folder (main rank): the optimization facts are recorded there
+    named_model: torch.nn.Module | None = None  # names the param groups' parameters (default: model)
 
     def run(self) -> FitResult:
         hp, rt = self.hp, self.rt
@@ -134,18 +153,26 @@ class Fit:
             log.info("training finished earlier; %s holds the weights", self.checkpoints / ckpt.FINAL)
             last = {k[len("eval_"):]: v for k, v in done["history"][-1].items() if k.startswith("eval_")}
             return FitResult(done["history"], done["best"], done["best_epoch"], last, resumed_from=done["epoch"])
-        metric = hp.get("eval_metric", "top1")
+        metric = hp.eval_metric
         accum = accumulation_steps(hp, rt.world_size)
         micro_batches = len(self.train)
         updates_per_epoch = micro_batches // accum
         if updates_per_epoch < 1:
-            raise BadInput(f"the training split gives {micro_batches} batch(es) of {hp['per_gpu_batch']} per GPU, "
+            raise BadInput(f"the training split gives {micro_batches} batch(es) of {hp.per_gpu_batch} per GPU, "
                            f"fewer than one update of {accum} accumulated batches; lower batch_size")
         model = self.model.to(rt.device)
         if rt.channels_last:
             model = model.to(memory_format=torch.channels_last)
         optimizer = make_optimizer(self.param_groups, hp)
         scheduler = make_scheduler(optimizer, hp, updates_per_epoch, self.per_update_schedule)
+        if self.provenance_dir is not None:
+            from bobkit.tasks.cls_model import describe_param_groups
+
+            groups = describe_param_groups(self.named_model or self.model, optimizer.param_groups,
+                                           lr=effective_lr(hp))
+            provenance.record(self.provenance_dir, "optimization", optimization_facts(
+                hp, world_size=rt.world_size, accumulation=accum, updates_per_epoch=updates_per_epoch,
+                per_update=self.per_update_schedule, scheduler=scheduler, param_groups=groups))
         mixup = make_mixup(hp, self.num_classes, self.multilabel)
         loss_fn = make_loss(hp, mixup, self.multilabel).to(rt.device)
         scaler = torch.amp.GradScaler("cuda") if rt.needs_scaler else None
@@ -173,18 +200,18 @@ class Fit:
             history, best, best_epoch, start_epoch = state["history"], state["best"], state["best_epoch"], state["epoch"]
             if rt.is_main:
                 ckpt.prune_best(self.checkpoints, best_epoch)
-            log.info("resuming from %s after epoch %d of %d", last_path, start_epoch, hp["epochs"])
+            log.info("resuming from %s after epoch %d of %d", last_path, start_epoch, hp.epochs)
 
-        epochs = int(hp["epochs"])
+        epochs = hp.epochs
         log.info("training %d epoch(s): %d update(s)/epoch, %d x %d per GPU x %d GPU(s) = batch %d, lr %.3g, %s",
-                 epochs, updates_per_epoch, accum, hp["per_gpu_batch"], rt.world_size, hp["batch_size"],
-                 base_lr(hp), "AMP " + str(rt.amp_dtype).replace("torch.", "") if rt.amp_dtype else "fp32")
+                 epochs, updates_per_epoch, accum, hp.per_gpu_batch, rt.world_size, hp.batch_size,
+                 effective_lr(hp), "AMP " + str(rt.amp_dtype).replace("torch.", "") if rt.amp_dtype else "fp32")
         for epoch in range(start_epoch, epochs):
             t0 = time.time()
             train_loss = self._train_epoch(wrapped, model, optimizer, scheduler, scaler, mixup, loss_fn, epoch,
                                            accum, updates_per_epoch)
             scheduler.step(epoch + 1)
-            scores = self.evaluate(model) if evaluated_epoch(epoch + 1, epochs, hp) else {}
+            scores = self.evaluate(model) if evaluated_epoch(epoch + 1, epochs, hp.eval_interval) else {}
             lr_now = max(g["lr"] for g in optimizer.param_groups)
             entry = {"epoch": epoch + 1, "train_loss": train_loss, "lr": lr_now, "seconds": time.time() - t0,
                      **{f"eval_{k}": v for k, v in scores.items()}}
@@ -194,7 +221,7 @@ class Fit:
                 best, best_epoch = dict(scores), epoch + 1
             log.info("epoch %d/%d  train_loss %.4f  %s  (%.1fs)%s", epoch + 1, epochs, train_loss,
                      "  ".join(f"{k} {v:.4f}" for k, v in scores.items() if not k.startswith("auc_"))
-                     or f"(not evaluated: every {hp.get('eval_interval', 1)} epochs)",
+                     or f"(not evaluated: every {hp.eval_interval} epochs)",
                      entry["seconds"], "  best" if improved else "")
             if rt.is_main:
                 if improved:
@@ -259,10 +286,11 @@ class Fit:
         return mean
 
 
-def evaluated_epoch(epoch: int, epochs: int, hp: dict[str, Any]) -> bool:
-    """Epoch `epoch` (1-based) is evaluated when its 0-based index is a multiple of eval_interval, or it
-    is the last: epochs 1, 3, 5, … for interval 2, as Medical-MAE's CheXpert script counts."""
-    return (epoch - 1) % int(hp.get("eval_interval") or 1) == 0 or epoch == epochs
+def evaluated_epoch(epoch: int, epochs: int, interval: int) -> bool:
+    """Epoch `epoch` (1-based) is evaluated when its 0-based index is a multiple of `interval` (the
+    recipe's eval_interval), or it is the last: epochs 1, 3, 5, … for interval 2, as Medical-MAE's
+    CheXpert script counts."""
+    return (epoch - 1) % interval == 0 or epoch == epochs
 
 
 def write_summary(path: Path, history: list[dict[str, Any]]) -> None:

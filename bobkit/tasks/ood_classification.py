@@ -27,7 +27,7 @@ log = logging.getLogger("bobkit.run")
 
 
 def upstream_checkpoint(spec, run_dir: RunDir) -> Path:
-    """<runs>/<experiment>/<upstream id>/checkpoints/final.pt of the run this one depends on."""
+    """<runs>/<upstream id>/checkpoints/final.pt of the run this one depends on."""
     if len(spec.depends_on) != 1:
         raise BadInput(f"run {spec.id}: protocol ood_eval needs exactly one upstream fine-tune in depends_on, "
                        f"got {len(spec.depends_on)}; give the grid entry `upstream:` and `upstream_dataset:`")
@@ -38,15 +38,15 @@ def upstream_checkpoint(spec, run_dir: RunDir) -> Path:
     return path
 
 
-def classifier_from_file(spec, run_dir: RunDir, rt):
-    """The classifier file named by --classifier (hparams.checkpoint); its sha256 goes to provenance, since
-    the run id knows only the path."""
+def classifier_from_file(spec, hp, run_dir: RunDir, rt):
+    """The classifier file named by --classifier (hp.checkpoint of the spec's EvalHparams); its sha256 goes
+    to provenance, since the run id knows only the path."""
     from bobkit import provenance
     from bobkit.tasks.cls_file import load_classifier_file
     from bobkit.weights import sha256_file
 
-    path = Path(spec.hparams["checkpoint"])
-    model, facts = load_classifier_file(path, spec.backbone_spec, spec.hparams, map_location=rt.device)
+    path = Path(hp.checkpoint)
+    model, facts = load_classifier_file(path, spec.backbone_spec, resolution=hp.resolution, map_location=rt.device)
     sha256 = sha256_file(path, use_cache=False)  # no sidecar next to the user's file (read-only, or shared)
     provenance.record(run_dir.path, "classifier_file",
                       {"path": str(path), "sha256": sha256, "layout": facts.get("layout")})
@@ -126,11 +126,13 @@ def run(spec, run_dir: RunDir, data_root: Path) -> dict[str, float]:
         raise BadInput(f"run {spec.id}: unknown OOD classification protocol '{spec.protocol}' (ood_eval, visda)")
     from bobkit.tasks import cls_runtime
 
-    with cls_runtime.running(spec.hparams) as rt:
-        return evaluate_checkpoint(spec, run_dir, Path(data_root), rt)
+    hp = spec.typed_hparams()
+    with cls_runtime.running(hp) as rt:
+        return evaluate_checkpoint(spec, hp, run_dir, Path(data_root), rt)
 
 
-def evaluate_checkpoint(spec, run_dir: RunDir, data_root: Path, rt) -> dict[str, float]:
+def evaluate_checkpoint(spec, hp, run_dir: RunDir, data_root: Path, rt) -> dict[str, float]:
+    """`hp`: the spec's EvalHparams."""
     from bobkit.data import dataset_dir
     from bobkit.data.classification import LabelledImages, LabelledSplit
     from bobkit.data.ood import read_ood_set
@@ -138,15 +140,14 @@ def evaluate_checkpoint(spec, run_dir: RunDir, data_root: Path, rt) -> dict[str,
     from bobkit.tasks.cls_eval import evaluate
     from bobkit.tasks.cls_model import backbone_crop_pct, load_classifier
 
-    hp = spec.hparams
-    if hp.get("checkpoint"):
-        model, ckpt, ckpt_path = classifier_from_file(spec, run_dir, rt)
+    if hp.checkpoint is not None:
+        model, ckpt, ckpt_path = classifier_from_file(spec, hp, run_dir, rt)
     else:
         ckpt_path = upstream_checkpoint(spec, run_dir)
         model, ckpt = load_classifier(ckpt_path, spec.backbone_spec, map_location=rt.device)
-    if ckpt.get("resolution") and int(ckpt["resolution"]) != int(hp["resolution"]):
+    if ckpt.get("resolution") and int(ckpt["resolution"]) != hp.resolution:
         log.info("note: the classifier was fine-tuned at %s px and is evaluated at %s px", ckpt["resolution"],
-                 hp["resolution"])
+                 hp.resolution)
     if ckpt.get("backbone") not in (None, spec.backbone):
         raise BadInput(f"{ckpt_path}: a checkpoint of backbone '{ckpt.get('backbone')}', not '{spec.backbone}'")
     classes = classifier_classes(ckpt)
@@ -169,9 +170,11 @@ def evaluate_checkpoint(spec, run_dir: RunDir, data_root: Path, rt) -> dict[str,
         model = MaskedClassifier(model, keep)
 
     mean, std = tuple(spec.backbone_spec["mean"]), tuple(spec.backbone_spec["std"])
-    crop_pct = hp.get("crop_pct") or backbone_crop_pct(SimpleNamespace(model=getattr(model, "model", model).backbone))
+    crop_pct = hp.crop_pct
+    if crop_pct is None:  # the backbone's own
+        crop_pct = backbone_crop_pct(SimpleNamespace(model=getattr(model, "model", model).backbone))
     transform = eval_transform(hp, mean, std, crop_pct)
-    loader = eval_batches(LabelledImages(split, transform), rt, int(hp["per_gpu_batch"]))
+    loader = eval_batches(LabelledImages(split, transform), rt, hp.per_gpu_batch)
     result = evaluate(model, loader, rt, multilabel=False, num_classes=len(split.classes))
     metrics = {"top1": float(result["top1"]), "top5": float(result["top5"])}
     log.info("%s: top1 %.4f  top5 %.4f", spec.dataset, metrics["top1"], metrics["top5"])

@@ -24,6 +24,7 @@ import numpy as np
 
 from bobkit.data.retrieval import RetrievalSet, read_retrieval_set
 from bobkit.errors import BadInput
+from bobkit.manifest.hparams import RetrievalHparams
 from bobkit.metrics.retrieval import RetrievalScores
 from bobkit.results import RunDir, atomic_write_json
 from bobkit.search import InnerProductIndex, l2_normalize
@@ -57,25 +58,37 @@ class Thumbnail:
         return f"Thumbnail({self.size})"
 
 
-def resize_for(hp: dict[str, Any]) -> int:
-    return int(hp.get("resize") or round(int(hp["resolution"]) / DEFAULT_CROP_PCT))
+def resize_for(resolution: int, resize: int | None) -> int:
+    """The resize before the center crop: the recipe's, or None: resolution / 0.875 (224 → 256)."""
+    if resize is not None:
+        return resize
+    return round(resolution / DEFAULT_CROP_PCT)
 
 
-def normalisation(hp: dict[str, Any], backbone_spec: dict[str, Any]) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """The backbone's own mean/std, or ImageNet's (what the authors used for every backbone)."""
-    if hp.get("normalization", "backbone") == "imagenet":
+def normalisation(normalization: str, backbone_spec: dict[str, Any]) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """The backbone's own mean/std (`backbone`), or ImageNet's (`imagenet`: what the authors used for
+    every backbone)."""
+    if normalization == "imagenet":
         return IMAGENET_MEAN, IMAGENET_STD
     return tuple(backbone_spec.get("mean") or IMAGENET_MEAN), tuple(backbone_spec.get("std") or IMAGENET_STD)
 
 
-def retrieval_transform(hp: dict[str, Any], backbone_spec: dict[str, Any], thumbnail: int | None = None):
+def retrieval_transform(backbone_spec: dict[str, Any], *, resolution: int, resize: int | None,
+                        normalization: str, thumbnail: int | None = None):
+    """Thumbnail (Oxford/Paris) → Resize(resize_for(...), bicubic) → CenterCrop(resolution) → normalise."""
     from torchvision import transforms as T
 
-    mean, std = normalisation(hp, backbone_spec)
+    mean, std = normalisation(normalization, backbone_spec)
     steps: list[Callable] = [Thumbnail(thumbnail)] if thumbnail else []
-    steps += [T.Resize(resize_for(hp), interpolation=T.InterpolationMode.BICUBIC),
-              T.CenterCrop(int(hp["resolution"])), T.ToTensor(), T.Normalize(mean, std)]
+    steps += [T.Resize(resize_for(resolution, resize), interpolation=T.InterpolationMode.BICUBIC),
+              T.CenterCrop(resolution), T.ToTensor(), T.Normalize(mean, std)]
     return T.Compose(steps)
+
+
+def transform_of(hp: RetrievalHparams, backbone_spec: dict[str, Any], thumbnail: int | None = None):
+    """retrieval_transform with the run's settings."""
+    return retrieval_transform(backbone_spec, resolution=hp.resolution, resize=hp.resize,
+                               normalization=hp.normalization, thumbnail=thumbnail)
 
 
 def describe_transform(transform) -> str:
@@ -85,7 +98,7 @@ def describe_transform(transform) -> str:
 # ---------------------------------------------------------------- the embedding model
 
 
-def embedding_model(spec, rt):
+def embedding_model(spec, hp: RetrievalHparams, rt):
     """The backbone (pretrained unless smoke) returning pooled features, or 1000-way head outputs.
 
     `feature: head_logits` reads model(x) through a 1000-way classifier (the zoo's num_classes), as
@@ -97,10 +110,9 @@ def embedding_model(spec, rt):
 
     from bobkit.backbones import build
 
-    hp = spec.hparams
-    head = hp.get("feature", "pooled") == "head_logits"
-    built = build(spec.backbone_spec, pretrained=bool(hp.get("pretrained", True)) and not spec.smoke,
-                  img_size=hp.get("resolution"), num_classes=HEAD_CLASSES if head else 0)
+    head = hp.feature == "head_logits"
+    built = build(spec.backbone_spec, pretrained=hp.pretrained and not spec.smoke, img_size=hp.resolution,
+                  num_classes=HEAD_CLASSES if head else 0)
     if built.load_report:
         log.info("backbone %s: %s (%s)", spec.backbone, built.weights, built.load_report)
     if head:
@@ -194,23 +206,22 @@ def extract(model, paths: list[Path], transform, rt, batch_size: int, label: str
     return np.concatenate(chunks) if chunks else np.zeros((0, 0), dtype=np.float32)
 
 
-def features_for(split: str, paths: list[Path], root: Path, spec, rt, model_factory, transform,
-                 cache: FeatureCache) -> np.ndarray:
-    hp = spec.hparams
+def features_for(split: str, paths: list[Path], root: Path, spec, hp: RetrievalHparams, rt, model_factory,
+                 transform, cache: FeatureCache) -> np.ndarray:
     settings = {"backbone": spec.backbone_spec.get("id"), "weights": spec.backbone_spec.get("weights"),
-                "smoke": spec.smoke, "transform": repr(transform), "feature": hp.get("feature", "pooled"),
-                "pretrained": hp.get("pretrained", True), "l2_normalize": hp.get("l2_normalize", True)}
-    if settings["feature"] == "head_logits":  # the head: the checkpoint's own, else drawn from the seed
-        settings.update(head=HEAD_RULE, seed=hp.get("seed"))
+                "smoke": spec.smoke, "transform": repr(transform), "feature": hp.feature,
+                "pretrained": hp.pretrained, "l2_normalize": hp.l2_normalize}
+    if hp.feature == "head_logits":  # the head: the checkpoint's own, else drawn from the seed
+        settings.update(head=HEAD_RULE, seed=hp.seed)
     key = fingerprint(paths, root, settings)
     cached = cache.load(split, key)
     if cached is not None:
         log.info("%s features: %d × %d read from %s", split, *cached.shape, cache.folder)
         return cached
-    feats = extract(model_factory(), paths, transform, rt, int(hp["per_gpu_batch"]), split)
+    feats = extract(model_factory(), paths, transform, rt, hp.per_gpu_batch, split)
     if not np.all(np.isfinite(feats)):
         raise RuntimeError(f"{split} features contain NaN or inf (backbone {spec.backbone})")
-    if hp.get("l2_normalize", True):
+    if hp.l2_normalize:
         feats = l2_normalize(feats)
     cache.store(split, key, feats.astype(np.float32))
     log.info("%s features: %d × %d extracted", split, *feats.shape)
@@ -239,33 +250,34 @@ def run(spec, run_dir: RunDir, data_root: Path) -> dict[str, float]:
 
     if spec.task != "retrieval":
         raise BadInput(f"run {spec.id}: the retrieval runner got a '{spec.task}' spec")
-    with running(spec.hparams) as rt:
-        return _run(spec, run_dir, Path(data_root), rt)
+    hp = spec.typed_hparams()
+    with running(hp) as rt:
+        return _run(spec, hp, run_dir, Path(data_root), rt)
 
 
-def _run(spec, run_dir: RunDir, data_root: Path, rt) -> dict[str, float]:
+def _run(spec, hp: RetrievalHparams, run_dir: RunDir, data_root: Path, rt) -> dict[str, float]:
     from bobkit.tasks.cls_data import dataset_root
 
-    hp = spec.hparams
     root, synthetic = dataset_root(spec, run_dir.path, data_root)
-    rset = read_retrieval_set(spec.dataset_spec, root, hp)
+    rset = read_retrieval_set(spec.dataset_spec, root, images_per_class=hp.images_per_class,
+                              queries_fraction=hp.queries_per_class_fraction)
     log.info("%s%s: %s", spec.dataset, " (synthetic)" if synthetic else "", rset.describe())
     for note in rset.notes:
         log.info("  %s", note)
-    transform = retrieval_transform(hp, spec.backbone_spec, rset.thumbnail)
-    log.info("preprocessing: %s; feature %s", describe_transform(transform), hp.get("feature", "pooled"))
+    transform = transform_of(hp, spec.backbone_spec, rset.thumbnail)
+    log.info("preprocessing: %s; feature %s", describe_transform(transform), hp.feature)
     cache = FeatureCache(run_dir.path / FEATURES_DIR)
     built_model: list[Any] = []
 
     def model_factory():
         if not built_model:
-            built_model.append(embedding_model(spec, rt)[0])
+            built_model.append(embedding_model(spec, hp, rt)[0])
         return built_model[0]
 
-    query = features_for("query", rset.queries, root, spec, rt, model_factory, transform, cache)
-    database = features_for("database", rset.database, root, spec, rt, model_factory, transform, cache)
+    query = features_for("query", rset.queries, root, spec, hp, rt, model_factory, transform, cache)
+    database = features_for("database", rset.database, root, spec, hp, rt, model_factory, transform, cache)
     if query.shape[1] != database.shape[1]:
         raise RuntimeError(f"query features have dimension {query.shape[1]}, database {database.shape[1]}")
-    metrics = evaluate(query, database, rset, [int(k) for k in hp.get("ks", [1, 5, 10])])
+    metrics = evaluate(query, database, rset, hp.ks)
     log.info("retrieval %s: %s", spec.dataset, "  ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
     return metrics

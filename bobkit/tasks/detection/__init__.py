@@ -16,9 +16,10 @@ from bobkit.results import RunDir
 
 
 def run(spec: Any, run_dir: RunDir, data_root: Path) -> dict[str, float]:
-    from bobkit.tasks.detection.engine import DEFAULT_ENGINE, engine_for
+    from bobkit.tasks.detection.engine import engine_for
     from bobkit.tasks.detection.job import prepare_job
 
-    engine = engine_for(spec.hparams.get("engine", DEFAULT_ENGINE))
+    hp = spec.typed_hparams()
+    engine = engine_for(hp.engine)
     engine.check()
-    return engine.run(prepare_job(spec, run_dir, Path(data_root)))
+    return engine.run(prepare_job(spec, run_dir, Path(data_root), hp))

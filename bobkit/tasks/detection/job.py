@@ -17,6 +17,7 @@ from typing import Any
 
 from bobkit.data.coco import CocoSplit
 from bobkit.errors import BadInput, EnvironmentMissing
+from bobkit.manifest.hparams import DetectionHparams
 from bobkit.results import RunDir
 
 BBOX_METRICS = ("bbox_mAP", "bbox_mAP_50", "bbox_mAP_75", "bbox_mAP_s", "bbox_mAP_m", "bbox_mAP_l")
@@ -33,14 +34,15 @@ class DetectionJob:
     classes: tuple[str, ...]
     loader_workers: int
     upstream: Path | None = None  # the final.pt an evaluation-only run reads
+    hp: DetectionHparams | None = None  # the spec's typed hparams (spec.typed_hparams() when not given)
 
-    @property
-    def hparams(self) -> dict[str, Any]:
-        return self.spec.hparams
+    def __post_init__(self) -> None:
+        if self.hp is None:
+            object.__setattr__(self, "hp", self.spec.typed_hparams())
 
     @property
     def with_masks(self) -> bool:
-        return self.hparams["detector"] == "cascade_mask_rcnn"
+        return self.hp.detector == "cascade_mask_rcnn"
 
     @property
     def iou_types(self) -> tuple[str, ...]:
@@ -106,10 +108,13 @@ def _names(split: CocoSplit) -> tuple[str, ...]:
     return tuple(name for _, name in split.categories())
 
 
-def prepare_job(spec: Any, run_dir: RunDir, data_root: Path) -> DetectionJob:
+def prepare_job(spec: Any, run_dir: RunDir, data_root: Path, hp: DetectionHparams | None = None) -> DetectionJob:
+    """`hp`: the spec's DetectionHparams (spec.typed_hparams() when not given)."""
     import os
 
-    if spec.hparams["detector"] == "cascade_mask_rcnn" and spec.dataset_spec.get("layout") != "coco":
+    if hp is None:
+        hp = spec.typed_hparams()
+    if hp.detector == "cascade_mask_rcnn" and spec.dataset_spec.get("layout") != "coco":
         raise BadInput(f"run {spec.id}: detector cascade_mask_rcnn needs instance masks, which only the coco "
                        f"layout has; use detector cascade_rcnn for dataset '{spec.dataset}'")
     root = dataset_root(spec, run_dir, Path(data_root))
@@ -125,4 +130,4 @@ def prepare_job(spec: Any, run_dir: RunDir, data_root: Path) -> DetectionJob:
                        f"the manifest says num_classes {expected}")
     workers = 0 if spec.smoke else min(8, os.cpu_count() or 1)
     return DetectionJob(spec=spec, run_dir=run_dir, train=train, evaluate=evaluate, classes=classes,
-                        loader_workers=workers, upstream=upstream)
+                        loader_workers=workers, upstream=upstream, hp=hp)

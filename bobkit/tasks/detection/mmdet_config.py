@@ -15,6 +15,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from bobkit.manifest.hparams import DetectionHparams
+
 # Constants of the recipe that the RunSpec does not carry (bob-recipes.md §2 unless noted).
 WARMUP_START_FACTOR = 0.001  # linear warmup from lr × 0.001 (mmdet 2.x `warmup_ratio` of the authors' runtime)
 LR_DECAY = 0.1  # step schedule: ×0.1 at each of lr_steps
@@ -43,13 +45,13 @@ def _scaled(size: int, resolution: int) -> int:
     return max(1, round(size * resolution / DETR_REFERENCE[0]))
 
 
-def train_test_pipelines(hp: dict[str, Any], with_masks: bool) -> tuple[list[dict], list[dict]]:
+def train_test_pipelines(hp: DetectionHparams, with_masks: bool) -> tuple[list[dict], list[dict]]:
     """Train and test pipelines of the spec's `train_pipeline` at its `resolution` (see module doc)."""
-    res = hp["resolution"]
+    res = hp.resolution
     load = [dict(type="LoadImageFromFile", backend_args=None),
             dict(type="LoadAnnotations", with_bbox=True, with_mask=with_masks)]
     pack_test = dict(type="PackDetInputs", meta_keys=("img_id", "img_path", "ori_shape", "img_shape", "scale_factor"))
-    kind = hp["train_pipeline"]
+    kind = hp.train_pipeline
     if kind == "lsj":  # large-scale jitter; the data preprocessor pads to res x res
         train = load + [
             dict(type="RandomResize", scale=(res, res), ratio_range=LSJ_RATIO, keep_ratio=True),
@@ -123,21 +125,40 @@ def roi_heads(num_classes: int, with_masks: bool, vitdet: bool, head_norm: dict)
     return head
 
 
+def optimization_facts(hp: DetectionHparams, world_size: int) -> dict[str, Any]:
+    """The optimizer's numbers as mmdet_config sets them, for the run's provenance (`optimization`).
+
+    mmengine accumulates `accumulation` iterations of per_gpu_batch images on each GPU before a step,
+    so the effective batch is their product with world_size. The warm-up is warmup_iters iterations
+    (data batches; warmup_steps in warmup_unit, as `bobkit explain` has it), since LinearLR with
+    by_epoch=False steps once per iteration: warmup_optimizer_steps optimizer steps. The lr is the
+    recipe's as given (auto_scale_lr is off).
+    """
+    from bobkit.manifest.derived import accumulation as accumulation_of
+
+    accumulation = accumulation_of(hp.per_gpu_batch, hp.batch_size, world_size)
+    return {"effective_lr": hp.lr, "effective_batch": hp.per_gpu_batch * world_size * accumulation,
+            "per_gpu_batch": hp.per_gpu_batch, "world_size": world_size, "accumulation": accumulation,
+            "warmup_iters": hp.warmup_iters, "warmup_steps": hp.warmup_iters, "warmup_unit": "iterations",
+            "warmup_optimizer_steps": hp.warmup_iters / accumulation, "warmup_start_factor": WARMUP_START_FACTOR}
+
+
 def mmdet_config(spec: Any, job: Any, layout: Any, *, world_size: int = 1, extra: dict | None = None) -> dict[str, Any]:
-    """The whole mmengine/mmdet config dict of one run. `layout` is the backbone's FeatureLayout."""
-    hp = spec.hparams
-    res = hp["resolution"]
+    """The whole mmengine/mmdet config dict of one run (hparams: job.hp, the spec's DetectionHparams).
+    `layout` is the backbone's FeatureLayout."""
+    hp = job.hp
+    res = hp.resolution
     masks = job.with_masks
     num_classes = len(job.classes)
-    neck_kind = layout.default_neck if hp["neck"] == "auto" else hp["neck"]
+    neck_kind = layout.default_neck if hp.neck == "auto" else hp.neck
     vitdet = neck_kind == "simple_fpn"
     bs = spec.backbone_spec
 
     # Backbone → neck. The pyramid: strides of the neck's outputs (one extra, coarser level on top).
     # Pretrained weights from the zoo, except in smoke runs and evaluation-only runs (the upstream's weights).
-    pretrained = bool(hp["pretrained"]) and not spec.smoke and job.train is not None
+    pretrained = hp.pretrained and not spec.smoke and job.train is not None
     backbone = dict(type="BobkitBackbone", backbone_spec=bs, pretrained=pretrained,
-                    resolution=res, drop_path=hp["drop_path"], frozen=hp["frozen"], norm_eval=hp["norm_eval"])
+                    resolution=res, drop_path=hp.drop_path, frozen=hp.frozen, norm_eval=hp.norm_eval)
     if vitdet:
         base = layout.strides[0]
         neck = dict(type="BobkitSimpleFeaturePyramid", in_channels=layout.channels[0], out_channels=FPN_CHANNELS,
@@ -154,7 +175,7 @@ def mmdet_config(spec: Any, job: Any, layout: Any, *, world_size: int = 1, extra
         type="CascadeRCNN",
         data_preprocessor=dict(
             type="DetDataPreprocessor", mean=[255.0 * m for m in bs["mean"]], std=[255.0 * s for s in bs["std"]],
-            bgr_to_rgb=True, pad_mask=masks, pad_size_divisor=res if hp["train_pipeline"] == "lsj" else 32),
+            bgr_to_rgb=True, pad_mask=masks, pad_size_divisor=res if hp.train_pipeline == "lsj" else 32),
         backbone=backbone,
         neck=neck,
         rpn_head=dict(
@@ -196,8 +217,8 @@ def mmdet_config(spec: Any, job: Any, layout: Any, *, world_size: int = 1, extra
                     data_prefix=dict(img=str(split.images) + "/"), test_mode=test_mode, pipeline=pipeline,
                     filter_cfg=None if test_mode else dict(filter_empty_gt=True, min_size=32), backend_args=None)
 
-    per_gpu = hp["per_gpu_batch"]
-    accumulate = max(1, hp["batch_size"] // (per_gpu * world_size))
+    per_gpu = hp.per_gpu_batch
+    accumulate = optimization_facts(hp, world_size)["accumulation"]
     train_dataloader = val_dataloader = evaluator = None
     if job.train is not None:
         train_dataloader = dict(batch_size=per_gpu, num_workers=workers, persistent_workers=workers > 0,
@@ -212,24 +233,24 @@ def mmdet_config(spec: Any, job: Any, layout: Any, *, world_size: int = 1, extra
                          classwise=False, format_only=False, backend_args=None)
 
     # Optimisation: the spec's optimizer, step schedule with linear warmup, AMP as the spec says.
-    if hp["optimizer"] == "adamw":
-        optimizer = dict(type="AdamW", lr=hp["lr"], betas=tuple(hp["betas"]), weight_decay=hp["weight_decay"])
-    elif hp["optimizer"] == "sgd":
-        optimizer = dict(type="SGD", lr=hp["lr"], momentum=hp["momentum"], weight_decay=hp["weight_decay"])
+    if hp.optimizer == "adamw":
+        optimizer = dict(type="AdamW", lr=hp.lr, betas=tuple(hp.betas), weight_decay=hp.weight_decay)
+    elif hp.optimizer == "sgd":
+        optimizer = dict(type="SGD", lr=hp.lr, momentum=hp.momentum, weight_decay=hp.weight_decay)
     else:
-        raise ValueError(f"detection supports adamw and sgd, not {hp['optimizer']!r}")
+        raise ValueError(f"detection supports adamw and sgd, not {hp.optimizer!r}")
     optim_wrapper: dict[str, Any] = dict(type="OptimWrapper", optimizer=optimizer, accumulative_counts=accumulate,
-                                         clip_grad=dict(max_norm=hp["grad_clip"], norm_type=2)
-                                         if hp.get("grad_clip") else None)
-    if hp["amp"]:
-        optim_wrapper.update(type="AmpOptimWrapper", dtype=hp["amp_dtype"],
-                             loss_scale=dict(init_scale=FP16_INIT_SCALE) if hp["amp_dtype"] == "float16" else "dynamic")
+                                         clip_grad=dict(max_norm=hp.grad_clip, norm_type=2)
+                                         if hp.grad_clip is not None else None)
+    if hp.amp:
+        optim_wrapper.update(type="AmpOptimWrapper", dtype=hp.amp_dtype,
+                             loss_scale=dict(init_scale=FP16_INIT_SCALE) if hp.amp_dtype == "float16" else "dynamic")
     param_scheduler = []
-    if hp["warmup_iters"] > 0:
+    if hp.warmup_iters > 0:
         param_scheduler.append(dict(type="LinearLR", start_factor=WARMUP_START_FACTOR, by_epoch=False, begin=0,
-                                    end=hp["warmup_iters"]))
-    param_scheduler.append(dict(type="MultiStepLR", by_epoch=True, begin=0, end=hp["epochs"],
-                                milestones=list(hp["lr_steps"]), gamma=LR_DECAY))
+                                    end=hp.warmup_iters))
+    param_scheduler.append(dict(type="MultiStepLR", by_epoch=True, begin=0, end=hp.epochs,
+                                milestones=list(hp.lr_steps), gamma=LR_DECAY))
 
     log_every = 1 if spec.smoke else 50
     cfg = dict(
@@ -237,13 +258,13 @@ def mmdet_config(spec: Any, job: Any, layout: Any, *, world_size: int = 1, extra
         model=model,
         train_dataloader=train_dataloader, val_dataloader=val_dataloader, test_dataloader=val_dataloader,
         val_evaluator=evaluator, test_evaluator=evaluator,
-        train_cfg=dict(type="EpochBasedTrainLoop", max_epochs=hp["epochs"], val_interval=hp["eval_interval"])
+        train_cfg=dict(type="EpochBasedTrainLoop", max_epochs=hp.epochs, val_interval=hp.eval_interval)
         if job.train is not None else None,
         val_cfg=dict(type="ValLoop") if job.evaluate is not None else None,
         test_cfg=dict(type="TestLoop") if job.evaluate is not None else None,
         optim_wrapper=optim_wrapper if job.train is not None else None,
         param_scheduler=param_scheduler if job.train is not None else None,
-        auto_scale_lr=dict(enable=False, base_batch_size=hp["batch_size"]),
+        auto_scale_lr=dict(enable=False, base_batch_size=hp.batch_size),
         default_hooks=dict(
             timer=dict(type="IterTimerHook"),
             logger=dict(type="LoggerHook", interval=log_every),

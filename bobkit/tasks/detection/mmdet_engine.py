@@ -76,18 +76,21 @@ class MmdetEngine:
         from mmengine.runner import Runner
 
         import bobkit.tasks.detection.mmdet_modules  # noqa: F401  (registers the adapter and neck)
+        from bobkit import provenance
         from bobkit.tasks.detection.features import probe_layout
-        from bobkit.tasks.detection.mmdet_config import mmdet_config
+        from bobkit.tasks.detection.mmdet_config import mmdet_config, optimization_facts
 
-        hp = job.hparams
-        if hp["amp"] and not torch.cuda.is_available():
+        hp = job.hp
+        if hp.amp and not torch.cuda.is_available():
             raise EnvironmentMissing(f"run {job.spec.id} asks for mixed precision (amp), which needs a CUDA GPU; "
                                      f"run it on a GPU machine")
-        layout = probe_layout(job.spec.backbone_spec, resolution=hp["resolution"], drop_path=hp["drop_path"])
+        layout = probe_layout(job.spec.backbone_spec, resolution=hp.resolution, drop_path=hp.drop_path)
         # A fresh experiment name per process: mmengine keys its logger and scope instances by it.
         name = f"{job.spec.id}_{os.getpid()}_{next(_RUNNERS)}"  # mmengine appends a timestamp
         cfg = mmdet_config(job.spec, job, layout, world_size=world_size(), extra={"experiment_name": name})
         job.work_dir.mkdir(parents=True, exist_ok=True)
+        if job.train is not None and int(os.environ.get("RANK", "0")) == 0:  # before dist starts: torchrun's rank
+            provenance.record(job.run_dir.path, "optimization", optimization_facts(hp, world_size()))
         runner = Runner.from_cfg(Config(cfg))
         for hook in extra_hooks:
             runner.register_hook(hook, priority="LOWEST")
