@@ -1,4 +1,6 @@
-"""COCO detection, config by config: every one of the authors' 218 Cascade Mask R-CNN configs is a run
+"""The authors' settings, checked against what bobkit plans (rows of the parity audit).
+
+COCO detection, config by config: every one of the authors' 218 Cascade Mask R-CNN configs is a run
 that `bobkit plan detection` plans, with the authors' values.
 
 tests/fixtures/authors/coco_configs.csv holds the values of hsouri/bob-detection `configs/bob/**`
@@ -117,3 +119,20 @@ def test_sim10k_swinv2_and_midas_train_in_fp32():
     assert all(not s.hparams["amp"] for s in specs if families[s.backbone] == "swinv2")
     faithful = plan(catalog, "ood_detection", faithful=True)
     assert all(s.hparams["amp"] is False for s in faithful if catalog.backbones[s.backbone].family == "vit")
+
+
+def test_classification_backbones_without_stochastic_depth_plan_none():
+    """Audit row C3: the authors' DINO and VICReg ResNet-50s have no drop path (torchvision's resnet50;
+    VICReg's **kwargs swallow drop_path_rate), in every classification protocol."""
+    catalog = load_catalog()
+    specs = [s for s in plan(catalog, "table2") if s.task in ("classification", "ood_classification")
+             and s.protocol != "ood_eval" and s.backbone in ("dino_resnet50", "vicreg_resnet50")]
+    assert {s.recipe for s in specs} >= {"finetune", "semi_1pct", "semi_10pct", "chexpert_finetune", "visda"}
+    assert {s.hparams["drop_path"] for s in specs} == {0.0}
+
+
+def test_chexpert_seeds_as_the_authors_script():
+    """Audit row X1: main_finetune_chestxray.py seeds 42 + rank (the runner adds the rank)."""
+    specs = [s for e in ("table2", "table3", "classification") for s in plan(load_catalog(), e)
+             if s.recipe == "chexpert_finetune"]
+    assert specs and {(s.seed, s.hparams["seed"]) for s in specs} == {(42, 42)}
