@@ -222,3 +222,30 @@ def test_user_backbone_errors_name_the_problem():
         build(_user("missing"), pretrained=False)
     with pytest.raises(BadInput, match="detection needs"):
         build(_user("tiny_user_embedding"), pretrained=False, features_only=True, img_size=32)
+
+
+def test_clip_resnet_drops_paths_as_bobs_model_did():
+    """Audit row C4: BoB's CLIP ResNet has stochastic depth on every non-first block of a stage, at
+    rate × (index within the stage) / (blocks − 1); the zoo passes the recipe's drop_path to it. The
+    DropPath modules hold no parameters: checkpoints load by the same names with or without them."""
+    from bobkit.backbones.adapters.clip_resnet import block_drop_path_rates
+
+    rates = block_drop_path_rates((3, 4, 6, 3), 0.1)
+    assert rates[0] == [0.0, 0.1 / 15, 0.2 / 15] and rates[2][5] == pytest.approx(0.5 / 15)
+    plain = build("clip_rn50", pretrained=False, img_size=64).model
+    dropped = build("clip_rn50", pretrained=False, img_size=64, drop_path_rate=0.9).model
+    assert sum(type(m).__name__ == "DropPath" for m in dropped.modules()) == 12
+    assert list(plain.state_dict()) == list(dropped.state_dict())
+    dropped.load_state_dict(plain.state_dict())
+    for m in dropped.modules():  # open_clip zero-initialises the last BN of each block: make branches count
+        if isinstance(m, torch.nn.BatchNorm2d):
+            torch.nn.init.ones_(m.weight)
+    x = torch.randn(4, 3, 64, 64)
+    with torch.no_grad():
+        dropped.eval()
+        assert torch.equal(dropped.forward_features(x), dropped.forward_features(x))
+        dropped.train()
+        torch.manual_seed(0)
+        first = dropped.forward_features(x)
+        torch.manual_seed(1)
+        assert not torch.allclose(first, dropped.forward_features(x))

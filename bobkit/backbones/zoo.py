@@ -87,7 +87,7 @@ def _construct(entry: Any, img_size: int | None, drop_path_rate: float, material
         from bobkit.backbones.adapters.clip_resnet import build_clip_resnet
 
         try:
-            return build_clip_resnet(entry.timm_model, **entry.timm_kwargs)
+            return build_clip_resnet(entry.timm_model, drop_path_rate=drop_path_rate, **entry.timm_kwargs)
         except ValueError as exc:
             raise BadInput(f"backbone '{entry.id}': {exc}") from None
     if entry.family == "sd_unet":

@@ -27,15 +27,50 @@ def clip_resnet_config(name: str) -> dict:
             "output_dim": int(cfg["embed_dim"]), "heads": width * 32 // 64}
 
 
+def block_drop_path_rates(layers: tuple[int, ...] | list[int], drop_path_rate: float) -> list[list[float]]:
+    """Stochastic depth per block as BoB's CLIP ResNet has it (hsouri/bob-classification@19a93cd
+    models/resnet_clip.py, ModifiedResNet._make_layer): the first block of each stage has none; block j
+    (j ≥ 1, counted within its stage) drops its residual branch with drop_path_rate × j / (blocks − 1),
+    blocks being the whole network's count. Not timm's linear ramp over the network: the index restarts
+    at every stage."""
+    total = sum(layers)
+    return [[0.0] + [drop_path_rate * j / max(total - 1, 1) for j in range(1, n)] for n in layers]
+
+
+def _drop_path_forward(self, x: torch.Tensor) -> torch.Tensor:
+    """open_clip's Bottleneck.forward with the residual branch dropped per sample before the sum."""
+    out = self.act1(self.bn1(self.conv1(x)))
+    out = self.act2(self.bn2(self.conv2(out)))
+    out = self.bn3(self.conv3(self.avgpool(out)))
+    identity = x if self.downsample is None else self.downsample(x)
+    return self.act3(self.drop_path(out) + identity)
+
+
+def _add_drop_path(model: nn.Module, layers, drop_path_rate: float) -> None:
+    """Give the blocks their DropPath (no parameters, so the state dict and checkpoint names are unchanged)."""
+    from open_clip.modified_resnet import Bottleneck
+    from timm.layers import DropPath
+
+    with_drop_path = type("DropPathBottleneck", (Bottleneck,), {"forward": _drop_path_forward})
+    for stage, rates in enumerate(block_drop_path_rates(layers, drop_path_rate)):
+        for block, rate in zip(getattr(model, f"layer{stage + 1}"), rates):
+            if rate > 0.0:
+                block.drop_path = DropPath(rate)
+                block.__class__ = with_drop_path
+
+
 def _clip_resnet_class():
     from open_clip.modified_resnet import ModifiedResNet
 
     class ClipResNet(ModifiedResNet):
         """ModifiedResNet + forward_features / forward_head / reset_classifier / forward_intermediates."""
 
-        def __init__(self, layers, output_dim, heads, image_size=224, width=64, num_classes=0):
+        def __init__(self, layers, output_dim, heads, image_size=224, width=64, num_classes=0,
+                     drop_path_rate: float = 0.0):
             super().__init__(layers=list(layers), output_dim=output_dim, heads=heads, image_size=image_size,
                              width=width)
+            if drop_path_rate > 0.0:
+                _add_drop_path(self, layers, drop_path_rate)
             self.num_features = output_dim
             self.head_hidden_size = output_dim
             self.num_classes = num_classes
@@ -86,13 +121,14 @@ def _clip_resnet_class():
     return ClipResNet
 
 
-def build_clip_resnet(name: str, num_classes: int = 0, **overrides) -> nn.Module:
-    """open_clip's config for `name`, with `overrides` (layers, width, heads, output_dim, image_size)."""
+def build_clip_resnet(name: str, num_classes: int = 0, drop_path_rate: float = 0.0, **overrides) -> nn.Module:
+    """open_clip's config for `name`, with `overrides` (layers, width, heads, output_dim, image_size) and
+    BoB's per-block stochastic depth (block_drop_path_rates)."""
     cfg = clip_resnet_config(name)
     unknown = set(overrides) - set(cfg)
     if unknown:
         raise ValueError(f"unknown ModifiedResNet options {sorted(unknown)}; known: {', '.join(sorted(cfg))}")
-    return _clip_resnet_class()(num_classes=num_classes, **{**cfg, **overrides})
+    return _clip_resnet_class()(num_classes=num_classes, drop_path_rate=drop_path_rate, **{**cfg, **overrides})
 
 
 def attention_pool(pool: nn.Module, x: torch.Tensor) -> torch.Tensor:
