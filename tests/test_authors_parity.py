@@ -136,3 +136,22 @@ def test_chexpert_seeds_as_the_authors_script():
     specs = [s for e in ("table2", "table3", "classification") for s in plan(load_catalog(), e)
              if s.recipe == "chexpert_finetune"]
     assert specs and {(s.seed, s.hparams["seed"]) for s in specs} == {(42, 42)}
+
+
+@pytest.mark.parametrize("backbone, crop", [("convnext_tiny", 0.875), ("dino_resnet50", 0.875),
+                                            ("vicreg_resnet50", 0.875), ("mae_vit_base", 0.875),
+                                            ("mae_vit_large", 0.875), ("clip_vit_base_laion2b", 0.9),
+                                            ("clip_vit_large_laion2b", 0.9)])
+def test_eval_crop_is_the_authors_timm_0612_one(backbone, crop):
+    """Audit rows C5-C8: where timm 1.0's config gives another eval crop than the authors' timm 0.6.12,
+    the runs plan the authors' one, in every protocol that evaluates at that crop."""
+    catalog = load_catalog()
+    specs = [s for s in plan(catalog, "table2", backbones=[backbone])
+             if s.recipe in ("finetune", "semi_1pct", "semi_10pct", "visda", "ood_eval")]
+    assert specs and {s.hparams["crop_pct"] for s in specs} == {crop}
+
+
+def test_chexpert_evaluates_the_whole_256px_image():
+    """Audit row X2: Medical-MAE's transform keeps crop_pct 1.0 above 224 px (Resize 256, CenterCrop 256)."""
+    specs = [s for s in plan(load_catalog(), "table2") if s.recipe == "chexpert_finetune"]
+    assert specs and {s.hparams["crop_pct"] for s in specs} == {1.0}
