@@ -155,3 +155,12 @@ def test_chexpert_evaluates_the_whole_256px_image():
     """Audit row X2: Medical-MAE's transform keeps crop_pct 1.0 above 224 px (Resize 256, CenterCrop 256)."""
     specs = [s for s in plan(load_catalog(), "table2") if s.recipe == "chexpert_finetune"]
     assert specs and {s.hparams["crop_pct"] for s in specs} == {1.0}
+
+
+def test_mocov3_position_embedding_is_fixed_in_the_classification_fine_tunes():
+    """Audit row C16."""
+    specs = [s for s in plan(load_catalog(), "table2") if s.backbone.startswith("mocov3_vit")
+             and s.recipe in ("finetune", "semi_1pct", "semi_10pct", "visda")]
+    assert specs and all(s.hparams["fixed_pos_embed"] for s in specs)
+    others = [s for s in plan(load_catalog(), "table2") if s.recipe == "finetune" and not s.backbone.startswith("mocov3")]
+    assert not any(s.hparams["fixed_pos_embed"] for s in others)

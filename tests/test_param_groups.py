@@ -184,3 +184,20 @@ def test_explain_groups_equal_timms_create_optimizer_v2(backbone, arch):
                      round(hp["lr"] * g.get("lr_scale", 1.0), 12)) for g in opt.param_groups)
     assert ours == theirs
     assert report["param_groups"][-1]["lr_scale"] == 1.0 and len(ours) > 4
+
+
+def test_a_fixed_position_embedding_is_left_out_of_the_optimizer():
+    """Audit row C16: MoCo v3's ViTs train with a fixed sin-cos position table (fixed_pos_embed)."""
+    from bobkit.errors import BadInput
+    from bobkit.tasks.cls_model import fix_pos_embed
+
+    entry = zoo_entry("vit", "vit_tiny_patch16_224", {})
+    built = build_backbone(entry, pretrained=False, resolution=224)
+    model = Classifier(built.model, make_head(built.num_features, NUM_CLASSES, batchnorm=False, init="xavier_normal"))
+    before = {id(p) for g in trainable_param_groups(model, WEIGHT_DECAY, LAYER_DECAY) for p in g["params"]}
+    fix_pos_embed(model.backbone)
+    after = {id(p) for g in trainable_param_groups(model, WEIGHT_DECAY, LAYER_DECAY) for p in g["params"]}
+    assert before - after == {id(model.backbone.pos_embed)}
+    resnet = build_backbone(zoo_entry("resnet", "resnet18", {}), pretrained=False)
+    with pytest.raises(BadInput, match="no pos_embed"):
+        fix_pos_embed(resnet.model)

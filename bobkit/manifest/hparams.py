@@ -59,6 +59,8 @@ class ClassificationHparams(TrainHparams):
     trainable: Literal["all", "head"] = "all"
     head_init: Literal["xavier_normal", "trunc_normal_0.01"] = "xavier_normal"
     head_batchnorm: bool = Field(False, description="BatchNorm1d(affine=False) before the head (MAE probe)")
+    fixed_pos_embed: bool = Field(False, description="the backbone's position embedding is not trained (MoCo v3's "
+                                                     "fixed sin-cos table)")
     feature_cache: bool = Field(False, description="linear probe on cached features (drops augmentation)")
     subset: Literal["1pct", "10pct"] | None = Field(None, description="ImageNet semi-supervised split")
     train_fraction: float | None = Field(None, gt=0, le=1, description="first fraction of rows after a seeded shuffle")

@@ -112,7 +112,20 @@ def build_classifier(spec, num_classes: int, hp: ClassificationHparams | None = 
                            resolution=hp.resolution)
     head = make_head(built.num_features, num_classes, batchnorm=hp.head_batchnorm, init=hp.head_init, drop=hp.drop)
     model = Classifier(built.model, head, frozen_backbone=hp.trainable == "head")
+    if hp.fixed_pos_embed:
+        fix_pos_embed(built.model)
     return model, built
+
+
+def fix_pos_embed(backbone: nn.Module) -> None:
+    """Keep the position embedding out of training (MoCo v3 trains with a fixed sin-cos table)."""
+    from bobkit.errors import BadInput
+
+    table = getattr(backbone, "pos_embed", None)
+    if not isinstance(table, nn.Parameter):
+        raise BadInput(f"hparams.fixed_pos_embed: {type(backbone).__name__} has no pos_embed parameter; "
+                       "the setting applies to ViT backbones")
+    table.requires_grad_(False)
 
 
 def backbone_crop_pct(built) -> float | None:
