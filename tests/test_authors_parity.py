@@ -164,3 +164,14 @@ def test_mocov3_position_embedding_is_fixed_in_the_classification_fine_tunes():
     assert specs and all(s.hparams["fixed_pos_embed"] for s in specs)
     others = [s for s in plan(load_catalog(), "table2") if s.recipe == "finetune" and not s.backbone.startswith("mocov3")]
     assert not any(s.hparams["fixed_pos_embed"] for s in others)
+
+
+@pytest.mark.parametrize("backbone, rate", [("convnext_tiny", 0.4), ("convnext_base", 0.7), ("convnext_base_in22k", 0.7),
+                                            ("swinv2_tiny_w8", 0.2), ("swinv2_base_w8", 0.5),
+                                            ("swinv2_base_w16_in22ft1k", 0.2), ("swinv2_base_w24_in22ft1k", 0.2),
+                                            ("midas_swinv2_tiny_256", 0.2), ("midas_swinv2_base_384", 0.2),
+                                            ("resnet50", 0.0), ("vit_base_in1k", 0.1)])
+def test_sim10k_drop_path_per_backbone(backbone, rate):
+    """Audit row O2: the Sim10k configs' drop path, in every variant (fine-tune, frozen, random init)."""
+    specs = [s for s in plan(load_catalog(), "ood_detection", backbones=[backbone]) if s.recipe.startswith("sim10k")]
+    assert specs and {s.hparams["drop_path"] for s in specs} == {rate}
