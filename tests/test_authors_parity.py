@@ -175,3 +175,11 @@ def test_sim10k_drop_path_per_backbone(backbone, rate):
     """Audit row O2: the Sim10k configs' drop path, in every variant (fine-tune, frozen, random init)."""
     specs = [s for s in plan(load_catalog(), "ood_detection", backbones=[backbone]) if s.recipe.startswith("sim10k")]
     assert specs and {s.hparams["drop_path"] for s in specs} == {rate}
+
+
+def test_layer_decay_is_off_where_the_authors_timm_found_no_layers():
+    """Audit row C2: five custom models had one parameter group under timm 0.6.12, so no layer decay."""
+    custom = {"mocov3_vit_small", "mocov3_vit_base", "vicreg_resnet50", "dino_resnet50", "vicregl_convnext_xlarge"}
+    specs = [s for s in plan(load_catalog(), "table2") if s.recipe in ("finetune", "semi_1pct", "semi_10pct", "visda")]
+    assert {s.hparams["layer_decay"] for s in specs if s.backbone in custom} == {None}
+    assert None not in {s.hparams["layer_decay"] for s in specs if s.backbone not in custom}
