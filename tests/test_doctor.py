@@ -66,7 +66,8 @@ def test_without_a_daemon_docker_fails_and_the_rest_still_reports(monkeypatch, t
     assert checks["NVIDIA container runtime"].verdict == SKIP
     assert checks["driver vs classification (CUDA 13.0)"].verdict == FAIL
     assert checks["GPU arch vs detection (torch 2.1.2)"].verdict == OK
-    assert checks["disk"].verdict in (OK, WARN)
+    # the disk check still reports; its verdict is this machine's free space, not the test's to fix
+    assert checks["disk"].verdict in (OK, WARN, FAIL) and "free at" in checks["disk"].detail
 
 
 def test_cli_exits_3_when_something_required_is_missing(tmp_path):
