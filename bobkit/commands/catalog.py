@@ -61,8 +61,10 @@ def show_cmd(entry_id: Annotated[str, typer.Argument(metavar="ID", help="Any man
              measure: Annotated[bool, typer.Option("--measure", help="Build the backbone(s) at random init and "
                                                    "measure them (a backbone, or a synopsis table: table1).")] = False,
              ) -> None:
-    """Show the resolved view of one manifest entry (recipes with their base chain applied; with -b, as
-    that backbone gets them: the same resolver as plan and explain)."""
+    """Show the resolved view of one manifest entry; a recipe with -b as that backbone gets it.
+
+    Recipes show their base chain applied; with -b, the same resolver as plan and explain, each
+    value with its origin."""
     catalog = load(manifests)
     if backbone is not None and catalog.kind_of(entry_id) != "recipes":
         raise BadInput(f"show {entry_id} --backbone: -b applies to a recipe; `bobkit explain EXPERIMENT -b "

@@ -34,7 +34,9 @@ def explain_cmd(
     json_out: JsonOpt = False,
     manifests: ManifestsOpt = None,
 ) -> None:
-    """Every hyperparameter of the matching runs with its value and origin, the derived values
+    """Every value of a run with its origin, and what the optimizer will see.
+
+    For each matching run: every hyperparameter with its value and origin, the derived values
     (effective batch and lr, accumulation, warm-up in steps) and, with --groups, the parameter groups."""
     specs = _specs(target, backbone, dataset, recipe, smoke, faithful, sets, classifier, runs_dir, manifests)
     reports = [explain_spec(s, groups=groups) for s in specs]

@@ -312,8 +312,9 @@ def status_cmd(
     runs_dir: RunsDirOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """How many runs are done, running, stale (killed hard), failed, interrupted or pending, per experiment
-    (a run shared by several experiments counts in each)."""
+    """How many runs are done, running, stale (killed hard), failed, interrupted or pending, per experiment.
+
+    A run shared by several experiments counts in each."""
     from bobkit.results import experiment_runs
 
     runs = runs_dir_or_default(runs_dir)
