@@ -1,8 +1,8 @@
 """z-scores, rankings and rank correlations: how BoB turns many tables into "which backbone to choose".
 
-The paper standardises each setting across backbones and combines the standardised scores into an
-overall score; its exact combination rule was not read (reference/paper.md). bobkit's rule, stated
-in every ranking it prints (RANKING_RULE):
+The paper (Goldblum et al., arXiv 2310.19909, the ranking behind Tables 2 and 3) standardises each
+setting across backbones and combines the z-scores into an overall score; bobkit does not claim to
+know its exact combination rule. bobkit's rule, stated in every ranking it prints (RANKING_RULE):
 
 1. a *part* is one (recipe, dataset) of a setting; its values are z-scored across the backbones
    that have a value (population standard deviation; a part where all values are equal gives 0;

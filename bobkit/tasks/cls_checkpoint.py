@@ -41,8 +41,11 @@ def atomic_save(obj: Any, path: Path) -> None:
 
 
 def load(path: Path) -> dict[str, Any]:
-    # Our own files: they hold RNG states and optimizer state, not only tensors.
-    return torch.load(path, map_location="cpu", weights_only=False)
+    """A run checkpoint: RNG and optimizer states beside tensors, so the restricted unpickler (a file
+    planted in a shared runs folder can run nothing)."""
+    from bobkit import safe_pickle
+
+    return safe_pickle.load(path)
 
 
 def finished_marker(run_id: str, epoch: int, history: list, best: dict, best_epoch: int) -> dict[str, Any]:

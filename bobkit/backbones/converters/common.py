@@ -125,9 +125,9 @@ class KeyMapper:
 
 
 def read_checkpoint(path: Path) -> Any:
-    """torch.load / safetensors. Only files whose sha256 bobkit has verified reach this point, so a
-    pickle that the weights-only unpickler refuses (argparse args in MAE/MoCo files, Lightning state
-    in LDM files) is read with the full unpickler."""
+    """torch.load / safetensors. A pickle that the weights-only unpickler refuses (argparse args in
+    MAE/MoCo files, Lightning state in LDM files) is read with bobkit's restricted unpickler
+    (bobkit.safe_pickle): its tensors load, its other objects become inert placeholders."""
     import torch
 
     path = Path(path)
@@ -140,7 +140,9 @@ def read_checkpoint(path: Path) -> Any:
     except (pickle.UnpicklingError, RuntimeError, AttributeError, TypeError) as exc:
         if "TorchScript" in str(exc) or _is_torchscript(path):
             return torch.jit.load(str(path), map_location="cpu")
-        return torch.load(path, map_location="cpu", weights_only=False)
+        from bobkit import safe_pickle
+
+        return safe_pickle.load(path)
 
 
 def _is_torchscript(path: Path) -> bool:

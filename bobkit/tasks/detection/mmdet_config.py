@@ -2,7 +2,8 @@
 
 Every value that reaches mmdet is written out in `mmdet_config` (and the two pipeline/head
 helpers it calls), from the RunSpec's hparams or as a named constant with its source; no `_base_`
-files, nothing left to an mmdet default that the BoB recipe specifies (bob-recipes.md §2, §4).
+files, nothing left to an mmdet default that the authors' configs set (hsouri/bob-detection@d6702e7
+configs/bob/**, hsouri/bob-ood-detection@41b7dcf bob_sim2real/**).
 
 Two templates, as the authors used them:
 - single-scale backbones (plain ViTs): ViTDet style — simple feature pyramid, 2-conv RPN,
@@ -17,7 +18,10 @@ from typing import Any
 
 from bobkit.manifest.hparams import DetectionHparams
 
-# Constants of the recipe that the RunSpec does not carry (bob-recipes.md §2 unless noted).
+# Constants the RunSpec does not carry, as the authors' CNN-template configs set them (hsouri/bob-detection
+# @d6702e7 configs/bob/resnet/*, convnext/*, swinv2/*). Their ViTDet template (configs/bob/ViTDet/
+# cascade_mask_rcnn_vitdet-b_fpn_3x_coco_base.py) differs in the cascade IoUs, RPN proposals and
+# border, class-agnostic regression and pyramid widths; bobkit does not express that yet.
 WARMUP_START_FACTOR = 0.001  # linear warmup from lr × 0.001 (mmdet 2.x `warmup_ratio` of the authors' runtime)
 LR_DECAY = 0.1  # step schedule: ×0.1 at each of lr_steps
 FP16_INIT_SCALE = 512.0  # the authors' fp16 loss scale
